@@ -1,0 +1,123 @@
+"""System checks for bokehserve_django (ids bokehserve_django.E0nn / W0nn, never reused).
+
+Reads settings only; opens no connections. Texts live in Messages/Hints so tests compare
+the same constants.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+from .conf import bokeh_settings
+
+FINDER = "bokehserve_django.finders.BokehJSFinder"
+
+
+class Messages:
+    NO_CHANNEL_LAYERS = (
+        "CHANNEL_LAYERS is not set; bokehserve_django needs a channel layer to reach sessions and clients."
+    )
+    NO_FINDER = (
+        "BOKEHSERVE['RESOURCES'] is 'server' but STATICFILES_FINDERS lacks bokehserve_django's BokehJS finder, "
+        "so pages cannot load BokehJS."
+    )
+    BAD_SETTINGS = "BOKEHSERVE is invalid: {error}"
+    APP_FAILED = "Bokeh application {name!r} failed to load: {error}"
+    ORIGIN_WILDCARD = (
+        "BOKEHSERVE['ALLOWED_ORIGINS'] contains '*' while DEBUG is False; any site can open Bokeh sessions here."
+    )
+    IN_MEMORY_LAYER = (
+        "The channel layer is InMemoryChannelLayer while DEBUG is False; it works inside one process only, "
+        "so sessions cannot be shared between processes."
+    )
+    UNSIGNED_SESSIONS = "BOKEHSERVE['SIGN_SESSIONS'] is False while DEBUG is False; anyone can guess session URLs."
+
+
+class Hints:
+    NO_CHANNEL_LAYERS = (
+        "Add CHANNEL_LAYERS with channels_redis.core.RedisChannelLayer, or channels.layers.InMemoryChannelLayer "
+        "for one process."
+    )
+    NO_FINDER = (
+        f"Add '{FINDER}' to STATICFILES_FINDERS (next to Django's two default finders), or set "
+        "BOKEHSERVE['RESOURCES'] to 'cdn'."
+    )
+    BAD_SETTINGS = "See bokehserve_django/conf.py or docs/settings.md for the valid keys and values."
+    APP_FAILED = "Fix the app (the traceback is in the log above), or remove it from BOKEHSERVE['APPS']."
+    ORIGIN_WILDCARD = "List the origins that embed your apps, e.g. ['example.com', 'app.example.com:8443']."
+    IN_MEMORY_LAYER = "Use channels_redis.core.RedisChannelLayer when you run more than one process."
+    UNSIGNED_SESSIONS = "Remove SIGN_SESSIONS (it defaults to True when DEBUG is False) or set it to True."
+
+
+class Codes:
+    NO_CHANNEL_LAYERS = "bokehserve_django.E001"
+    NO_FINDER = "bokehserve_django.E002"
+    BAD_SETTINGS = "bokehserve_django.E003"
+    APP_FAILED = "bokehserve_django.E004"
+    ORIGIN_WILDCARD = "bokehserve_django.W001"
+    IN_MEMORY_LAYER = "bokehserve_django.W002"
+    UNSIGNED_SESSIONS = "bokehserve_django.W003"
+
+
+@register(Tags.compatibility)
+def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    errors: list[Error] = []
+    if not getattr(settings, "CHANNEL_LAYERS", None):
+        errors.append(Error(Messages.NO_CHANNEL_LAYERS, hint=Hints.NO_CHANNEL_LAYERS, id=Codes.NO_CHANNEL_LAYERS))
+    try:
+        resources = bokeh_settings.RESOURCES
+        apps_spec = bokeh_settings.APPS
+    except ImproperlyConfigured as exc:
+        errors.append(Error(Messages.BAD_SETTINGS.format(error=exc), hint=Hints.BAD_SETTINGS, id=Codes.BAD_SETTINGS))
+        return errors
+    finders = getattr(settings, "STATICFILES_FINDERS", [])
+    if resources == "server" and FINDER not in finders:
+        errors.append(Error(Messages.NO_FINDER, hint=Hints.NO_FINDER, id=Codes.NO_FINDER))
+    if apps_spec:
+        errors.extend(_check_apps())
+    return errors
+
+
+def _check_apps() -> list[Error]:
+    from . import registry
+
+    try:
+        apps = registry.registered_apps()
+    except ImproperlyConfigured as exc:
+        return [Error(Messages.BAD_SETTINGS.format(error=exc), hint=Hints.BAD_SETTINGS, id=Codes.BAD_SETTINGS)]
+    return [
+        Error(
+            Messages.APP_FAILED.format(name=name, error=entry.load_error.details.strip().splitlines()[-1]),
+            hint=Hints.APP_FAILED,
+            id=Codes.APP_FAILED,
+        )
+        for name, entry in apps.items()
+        if entry.load_error is not None
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    warnings: list[Warning] = []
+    if settings.DEBUG:
+        return warnings
+    try:
+        origins = bokeh_settings.ALLOWED_ORIGINS
+        sign_setting = bokeh_settings.SIGN_SESSIONS
+    except ImproperlyConfigured:
+        return warnings  # reported by check_configuration
+    if "*" in origins:
+        warnings.append(Warning(Messages.ORIGIN_WILDCARD, hint=Hints.ORIGIN_WILDCARD, id=Codes.ORIGIN_WILDCARD))
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    backend = layers.get("default", {}).get("BACKEND", "")
+    if backend.endswith("InMemoryChannelLayer"):
+        warnings.append(Warning(Messages.IN_MEMORY_LAYER, hint=Hints.IN_MEMORY_LAYER, id=Codes.IN_MEMORY_LAYER))
+    if sign_setting is False:
+        warnings.append(
+            Warning(Messages.UNSIGNED_SESSIONS, hint=Hints.UNSIGNED_SESSIONS, id=Codes.UNSIGNED_SESSIONS)
+        )
+    return warnings

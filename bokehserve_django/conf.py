@@ -1,0 +1,195 @@
+"""Reads every bokehserve_django setting, with its default and meaning, in one place.
+
+A site configures the server with one dict in its settings module::
+
+    BOKEHSERVE = {
+        "APPS": {
+            "sliders": BASE_DIR / "bokeh_apps" / "sliders",      # a directory app
+            "hello": "myproject.bokeh_apps.hello:make_document",  # a function(doc)
+        },
+        "ALLOWED_ORIGINS": ["example.com"],
+        "UNUSED_SESSION_LIFETIME": 15_000,
+    }
+
+Callers write ``from bokehserve_django.conf import bokeh_settings`` and read attributes
+(``bokeh_settings.UNUSED_SESSION_LIFETIME``). ``runbokeh`` overrides settings for one run
+through the ``BOKEHSERVE_RUN_OVERRIDES`` environment variable (JSON), so that the override
+also reaches reloaded and worker processes. This is the only module that reads
+``django.conf.settings`` for our own keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+__all__ = ("DEFAULTS", "OVERRIDES_ENV", "bokeh_settings")
+
+#: Name of the environment variable through which ``runbokeh`` passes its flags.
+OVERRIDES_ENV = "BOKEHSERVE_RUN_OVERRIDES"
+
+DEFAULTS: dict[str, Any] = {
+    # Applications: {url name: app spec}. A spec is a path to a .py file, a directory
+    # or a .ipynb notebook; a "module:callable" import string of a function(doc); a
+    # function(doc); a bokeh Application; or a dict {"app": spec, "args": [...]}.
+    "APPS": {},
+    # URL prefix under which the apps are served, e.g. "bokeh" -> /bokeh/<app>.
+    "PREFIX": "",
+    # Host[:port] values allowed in the Origin header of a WebSocket upgrade. Empty: the
+    # site's ALLOWED_HOSTS (localhost names when DEBUG is on and ALLOWED_HOSTS is empty).
+    "ALLOWED_ORIGINS": [],
+    # Sign session ids and tokens with SECRET_KEY below. None: signed unless DEBUG.
+    "SIGN_SESSIONS": None,
+    # Key for signing session ids and tokens. None: derived from Django's SECRET_KEY.
+    "SECRET_KEY": None,
+    # Create a session for a page request without a session id. False: callers must
+    # supply ids (bokeh's --session-ids external-signed).
+    "GENERATE_SESSION_IDS": True,
+    # Seconds for which a session token is valid to open a WebSocket (reconnects too).
+    "SESSION_TOKEN_EXPIRATION": 300,
+    # Milliseconds between checks for sessions without connections.
+    "CHECK_UNUSED_SESSIONS": 17_000,
+    # Milliseconds a session may stay without any connection before it is destroyed.
+    "UNUSED_SESSION_LIFETIME": 15_000,
+    # Milliseconds between WebSocket pings (runbokeh / daphne ping interval); 0: none.
+    "KEEP_ALIVE": 37_000,
+    # Bytes: largest WebSocket message accepted (runbokeh sets daphne's limit from it).
+    "WEBSOCKET_MAX_MESSAGE_SIZE": 20 * 1024 * 1024,
+    # Binary buffers one Bokeh message may announce (header "num_buffers").
+    "MAX_BUFFERS_PER_MESSAGE": 1024,
+    # Request headers / cookies copied into the session token (None: all but the excluded).
+    "INCLUDE_HEADERS": None,
+    "EXCLUDE_HEADERS": None,
+    "INCLUDE_COOKIES": None,
+    "EXCLUDE_COOKIES": None,
+    # Index page at the prefix root: disable it, disable the redirect to a single
+    # app, or render a custom Jinja template (path to a file) instead of ours.
+    "DISABLE_INDEX": False,
+    "DISABLE_INDEX_REDIRECT": False,
+    "INDEX_TEMPLATE": None,
+    # How pages load BokehJS: "server" (Django staticfiles, works offline), "cdn" or "inline".
+    "RESOURCES": "server",
+    # Load BokehJS unminified (easier debugging).
+    "MINIFIED": True,
+    # Seconds: how often runbokeh logs session counts / memory use (0: never).
+    "STATS_LOG_FREQUENCY": 15,
+    "MEM_LOG_FREQUENCY": 0,
+}
+
+#: Keys whose values must be lists of strings (or None where the default is None).
+_LIST_KEYS = {"ALLOWED_ORIGINS", "INCLUDE_HEADERS", "EXCLUDE_HEADERS", "INCLUDE_COOKIES", "EXCLUDE_COOKIES"}
+_INT_KEYS = {
+    "SESSION_TOKEN_EXPIRATION",
+    "CHECK_UNUSED_SESSIONS",
+    "UNUSED_SESSION_LIFETIME",
+    "KEEP_ALIVE",
+    "WEBSOCKET_MAX_MESSAGE_SIZE",
+    "MAX_BUFFERS_PER_MESSAGE",
+    "STATS_LOG_FREQUENCY",
+    "MEM_LOG_FREQUENCY",
+}
+_RESOURCE_MODES = ("server", "cdn", "inline")
+
+
+class BokehServeSettings:
+    """Settings with defaults, cached, re-read when Django's ``setting_changed`` fires."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, "BOKEHSERVE", {})
+        if not isinstance(value, dict):
+            raise ImproperlyConfigured("The BOKEHSERVE setting must be a dict; see bokehserve_django.conf.")
+        unknown = set(value) - set(DEFAULTS)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Invalid BOKEHSERVE setting: {sorted(unknown)[0]!r}. Known keys: {', '.join(sorted(DEFAULTS))}."
+            )
+        return value
+
+    @property
+    def run_overrides(self) -> dict[str, Any]:
+        raw = os.environ.get(OVERRIDES_ENV)
+        if not raw:
+            return {}
+        try:
+            overrides = json.loads(raw)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{OVERRIDES_ENV} is not valid JSON: {exc}") from exc
+        unknown = set(overrides) - set(DEFAULTS) - {"EXTRA_APPS", "EXTRA_ORIGINS"}
+        if unknown:
+            raise ImproperlyConfigured(f"{OVERRIDES_ENV} holds unknown keys: {sorted(unknown)}")
+        return overrides
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(f"Invalid BOKEHSERVE setting: {name!r}")
+        if name not in self._cache:
+            self._cache[name] = self._resolve(name)
+        return self._cache[name]
+
+    def _resolve(self, name: str) -> Any:
+        value = self.user_settings.get(name, DEFAULTS[name])
+        overrides = self.run_overrides
+        if name in overrides:
+            value = overrides[name]
+        if name == "APPS":
+            value = dict(value)
+            value.update(overrides.get("EXTRA_APPS", {}))
+        if name == "ALLOWED_ORIGINS":
+            value = list(value) + list(overrides.get("EXTRA_ORIGINS", []))
+        return _validate(name, value)
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+    # Derived values -------------------------------------------------------
+
+    @property
+    def sign_sessions(self) -> bool:
+        """Whether session ids and tokens are signed (SIGN_SESSIONS, defaulting to not DEBUG)."""
+        value = self.SIGN_SESSIONS
+        return (not settings.DEBUG) if value is None else bool(value)
+
+    @property
+    def prefix(self) -> str:
+        """The URL prefix without slashes at either end ("" for none)."""
+        return str(self.PREFIX or "").strip("/")
+
+
+def _validate(name: str, value: Any) -> Any:
+    if name in _LIST_KEYS:
+        if value is None and DEFAULTS[name] is None:
+            return None
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ImproperlyConfigured(f"BOKEHSERVE[{name!r}] must be a list of strings, not {value!r}.")
+        return [str(v) for v in value]
+    if name in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ImproperlyConfigured(f"BOKEHSERVE[{name!r}] must be a non-negative integer, not {value!r}.")
+        return value
+    if name == "RESOURCES" and value not in _RESOURCE_MODES:
+        raise ImproperlyConfigured(
+            f"BOKEHSERVE['RESOURCES'] must be one of {', '.join(_RESOURCE_MODES)}, not {value!r}."
+        )
+    if name == "APPS" and not isinstance(value, dict):
+        raise ImproperlyConfigured("BOKEHSERVE['APPS'] must be a dict of {url name: app spec}.")
+    return value
+
+
+bokeh_settings = BokehServeSettings()
+
+
+def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("BOKEHSERVE", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"):
+        bokeh_settings.reload()
+
+
+setting_changed.connect(_reload_on_change)

@@ -1,0 +1,49 @@
+"""Defines the named errors of bokehserve_django.
+
+Depends only on the standard library and django.core.exceptions.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+
+__all__ = (
+    "AppLoadError",
+    "AppNotRegistered",
+    "InvalidAppSpec",
+    "InvalidToken",
+    "SessionNotFound",
+    "SessionRefused",
+)
+
+
+class InvalidAppSpec(ImproperlyConfigured):
+    """Raised when an entry of BOKEHSERVE["APPS"] or a runbokeh argument is not an app we can load."""
+
+
+class AppNotRegistered(LookupError):
+    """Raised when a URL names an application that is not registered."""
+
+
+class AppLoadError(RuntimeError):
+    """Raised when a registered application failed to load (syntax error, exception at import).
+
+    ``details`` holds the traceback text for developers; it is shown only when DEBUG is on.
+    """
+
+    def __init__(self, app_name: str, details: str) -> None:
+        super().__init__(f"Bokeh application {app_name!r} failed to load")
+        self.app_name = app_name
+        self.details = details
+
+
+class InvalidToken(PermissionDenied):
+    """Raised when a session id or token is malformed, wrongly signed or expired."""
+
+
+class SessionRefused(PermissionDenied):
+    """Raised when a request may not create or reach a session (e.g. session ids must come from the site)."""
+
+
+class SessionNotFound(LookupError):
+    """Raised when a session id names no live session in this process."""

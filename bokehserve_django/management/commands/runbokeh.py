@@ -1,0 +1,252 @@
+"""``manage.py runbokeh [APP ...]``: serve Bokeh apps with daphne, with ``bokeh serve``'s flags.
+
+Options become BOKEHSERVE overrides for this run (through conf.OVERRIDES_ENV, so reloaded
+processes see them too), then daphne serves the project's ASGI application.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import webbrowser
+from typing import Any
+
+from django.conf import settings
+from django.core.management import CommandError
+from django.core.management.base import BaseCommand
+from django.utils import autoreload
+
+from bokehserve_django import registry
+from bokehserve_django.conf import OVERRIDES_ENV, bokeh_settings
+from bokehserve_django.exceptions import InvalidAppSpec
+
+logger = logging.getLogger("bokehserve_django.runbokeh")
+
+_LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class Command(BaseCommand):
+    help = "Serve Bokeh applications with daphne (like 'bokeh serve', inside this Django project)."
+
+    #: The daphne Server class; tests swap in a recorder (as daphne's test_cli does).
+    server_cls: Any = None
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "apps", nargs="*", metavar="APP",
+            help="Bokeh apps to serve besides BOKEHSERVE['APPS']: .py scripts, directories or .ipynb notebooks.",
+        )
+        parser.add_argument("--port", type=int, default=5006, help="Port to listen on (default 5006).")
+        parser.add_argument(
+            "--address", default="127.0.0.1",
+            help="Address to listen on (default 127.0.0.1; use 0.0.0.0 for all interfaces).",
+        )
+        parser.add_argument("--unix-socket", help="Listen on this unix socket instead of a TCP port.")
+        parser.add_argument("--show", action="store_true", help="Open the (first) app in a browser.")
+        parser.add_argument(
+            "--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
+            help="Allow WebSocket connections from this origin (repeatable). Default: the address served.",
+        )
+        parser.add_argument("--prefix", help="URL prefix for the apps, e.g. 'bokeh' -> /bokeh/<app>.")
+        parser.add_argument("--log-level", choices=_LOG_LEVELS, default="info", help="Level of the server log.")
+        parser.add_argument("--dev", action="store_true", help="Reload the server when app or project files change.")
+        parser.add_argument("--glob", action="store_true", help="Expand APP arguments as glob patterns.")
+        parser.add_argument(
+            "--args", dest="app_args", nargs=argparse.REMAINDER, default=[], metavar="...",
+            help="Everything after --args is passed to the apps as sys.argv[1:].",
+        )
+        parser.add_argument(
+            "--check-unused-sessions", type=int, metavar="MS",
+            help="How often to check for unused sessions, in milliseconds.",
+        )
+        parser.add_argument(
+            "--unused-session-lifetime", type=int, metavar="MS",
+            help="How long unused sessions last before they are destroyed, in milliseconds.",
+        )
+        parser.add_argument("--keep-alive", type=int, metavar="MS", help="Milliseconds between pings; 0 disables them.")
+        parser.add_argument(
+            "--websocket-max-message-size", type=int, metavar="BYTES",
+            help="Largest WebSocket message accepted, in bytes (default 20 MiB).",
+        )
+        parser.add_argument(
+            "--session-token-expiration", type=int, metavar="SECONDS",
+            help="How long a session token may be used to open a WebSocket, in seconds.",
+        )
+        for kind in ("headers", "cookies"):
+            parser.add_argument(
+                f"--include-{kind}", type=_csv, metavar="A,B",
+                help=f"Only these request {kind} go into session tokens.",
+            )
+            parser.add_argument(
+                f"--exclude-{kind}", type=_csv, metavar="A,B",
+                help=f"These request {kind} stay out of session tokens.",
+            )
+        parser.add_argument("--disable-index", action="store_true", help="Serve no index page at /.")
+        parser.add_argument(
+            "--disable-index-redirect", action="store_true",
+            help="Show the index even when only one app is served.",
+        )
+        parser.add_argument("--index", metavar="TEMPLATE", help="A Jinja template file for the index page.")
+        parser.add_argument("--no-static", action="store_true", help="Do not serve static files (BokehJS) from runbokeh.")
+
+    # -- options -> overrides ------------------------------------------------------
+
+    def build_overrides(self, options: dict[str, Any]) -> dict[str, Any]:
+        paths = registry.expand_app_paths(options["apps"], use_glob=options["glob"])
+        extra_apps: dict[str, Any] = {}
+        for app_path in paths:
+            if not os.path.exists(app_path):
+                raise CommandError(f"Bokeh app path {app_path!r} does not exist.")
+            name = registry.app_name_for_path(app_path)
+            if name in extra_apps:
+                raise CommandError(f"Two apps would be served at /{name}; rename one of them.")
+            extra_apps[name] = {"app": os.path.abspath(app_path), "args": list(options["app_args"])}
+        overrides: dict[str, Any] = {"EXTRA_APPS": extra_apps}
+        origins = list(options["allow_websocket_origin"])
+        if not origins and not options["unix_socket"]:
+            # As bokeh serve: by default the page's own address may open WebSockets.
+            origins = [f"localhost:{options['port']}", f"127.0.0.1:{options['port']}"]
+            if options["address"] not in ("127.0.0.1", "localhost", "0.0.0.0", "::"):
+                origins.append(f"{options['address']}:{options['port']}")
+        overrides["EXTRA_ORIGINS"] = origins
+        mapping = {
+            "prefix": "PREFIX",
+            "check_unused_sessions": "CHECK_UNUSED_SESSIONS",
+            "unused_session_lifetime": "UNUSED_SESSION_LIFETIME",
+            "keep_alive": "KEEP_ALIVE",
+            "websocket_max_message_size": "WEBSOCKET_MAX_MESSAGE_SIZE",
+            "session_token_expiration": "SESSION_TOKEN_EXPIRATION",
+            "include_headers": "INCLUDE_HEADERS",
+            "exclude_headers": "EXCLUDE_HEADERS",
+            "include_cookies": "INCLUDE_COOKIES",
+            "exclude_cookies": "EXCLUDE_COOKIES",
+            "index": "INDEX_TEMPLATE",
+        }
+        for option, key in mapping.items():
+            if options.get(option) is not None:
+                overrides[key] = options[option]
+        if options["disable_index"]:
+            overrides["DISABLE_INDEX"] = True
+        if options["disable_index_redirect"]:
+            overrides["DISABLE_INDEX_REDIRECT"] = True
+        return overrides
+
+    # -- running -----------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            overrides = self.build_overrides(options)
+        except InvalidAppSpec as exc:
+            raise CommandError(str(exc)) from exc
+        os.environ[OVERRIDES_ENV] = json.dumps(overrides)
+        bokeh_settings.reload()
+        registry.reset()
+        if not getattr(settings, "ASGI_APPLICATION", None):
+            raise CommandError("You have not set ASGI_APPLICATION, which is needed to run the server.")
+        self._configure_logging(options["log_level"])
+        if options["dev"]:
+            autoreload.autoreload_started.connect(self._watch_app_files)
+            autoreload.run_with_reloader(self.inner_run, **options)
+        else:
+            self.inner_run(**options)
+
+    def _configure_logging(self, level_name: str) -> None:
+        level = logging.DEBUG if level_name == "trace" else getattr(logging, level_name.upper())
+        for name in ("bokehserve_django", "bokeh"):
+            log = logging.getLogger(name)
+            log.setLevel(level if name == "bokehserve_django" else max(level, logging.WARNING))
+            if not log.handlers and not logging.getLogger().handlers:
+                handler = logging.StreamHandler()
+                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                log.addHandler(handler)
+
+    def _watch_app_files(self, sender: Any, **kwargs: Any) -> None:
+        for entry in registry.registered_apps().values():
+            for path in entry.source_paths:
+                if os.path.isdir(path):
+                    sender.watch_dir(path, "**/*")
+                else:
+                    sender.extra_files.add(path)
+
+    def inner_run(self, **options: Any) -> None:
+        from bokehserve_django.server import BokehDaphneServer
+
+        self.check(display_num_errors=False)
+        apps = registry.registered_apps()
+        if not apps:
+            raise CommandError("No Bokeh apps to serve: pass APP paths or set BOKEHSERVE['APPS'].")
+        application = self.get_application(options)
+        endpoints = self.endpoints(options)
+        base_url = self.base_url(options)
+        for name, entry in sorted(apps.items()):
+            state = "FAILED to load, see above" if entry.load_error else "ready"
+            logger.info("Bokeh app %r at %s/%s (%s)", name, base_url, self.app_path(name), state)
+        logger.info("Starting Bokeh server (daphne) on %s", ", ".join(endpoints))
+        if options["show"]:
+            first = sorted(apps)[0]
+            webbrowser.open(f"{base_url}/{self.app_path(first)}")
+        server_cls = self.server_cls or BokehDaphneServer
+        keep_alive_s = bokeh_settings.KEEP_ALIVE / 1000 if bokeh_settings.KEEP_ALIVE else 10**9
+        server = server_cls(
+            application=application,
+            endpoints=endpoints,
+            signal_handlers=True,
+            http_timeout=None,
+            websocket_timeout=-1,  # Bokeh sessions may stay open for days
+            websocket_connect_timeout=30,
+            websocket_handshake_timeout=30,
+            ping_interval=keep_alive_s,
+            ping_timeout=max(keep_alive_s * 2, 30),
+            websocket_max_message_size=bokeh_settings.WEBSOCKET_MAX_MESSAGE_SIZE,
+            websocket_max_frame_size=bokeh_settings.WEBSOCKET_MAX_MESSAGE_SIZE,
+            application_close_timeout=10,
+            ready_callable=self._on_ready,
+            verbosity=1,
+        )
+        server.run()
+
+    def _on_ready(self) -> None:
+        from twisted.internet import reactor
+
+        from bokehserve_django.sessions import runtime
+
+        # Load apps' on_server_loaded hooks at start-up, as bokeh serve does (callLater
+        # runs inside the running asyncio loop, which the runtime needs).
+        reactor.callLater(0, runtime.ensure_started)
+
+    def get_application(self, options: dict[str, Any]) -> Any:
+        from channels.routing import get_default_application
+
+        application = get_default_application()
+        if not options["no_static"]:
+            from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+            application = ASGIStaticFilesHandler(application)
+        return application
+
+    def endpoints(self, options: dict[str, Any]) -> list[str]:
+        if options["unix_socket"]:
+            return [f"unix:{options['unix_socket']}"]
+        address = options["address"].replace(":", r"\:")
+        return [f"tcp:port={options['port']}:interface={address}"]
+
+    def base_url(self, options: dict[str, Any]) -> str:
+        if options["unix_socket"]:
+            return f"unix:{options['unix_socket']}"
+        host = "localhost" if options["address"] in ("127.0.0.1", "0.0.0.0", "::") else options["address"]
+        return f"http://{host}:{options['port']}"
+
+    def app_path(self, name: str) -> str:
+        prefix = bokeh_settings.prefix
+        return f"{prefix}/{name}" if prefix else name
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("Run this through 'python manage.py runbokeh'.")

@@ -1,0 +1,52 @@
+"""WebSocket URL patterns for the registered Bokeh apps, and the ASGI app that serves them.
+
+A site's asgi.py::
+
+    from bokehserve_django.routing import bokeh_asgi_application
+    application = bokeh_asgi_application()   # Django HTTP + the Bokeh WebSockets
+
+or, to combine with its own consumers, include ``websocket_urlpatterns`` in its URLRouter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.urls import path, register_converter
+
+from .conf import bokeh_settings
+from .consumers import BokehConsumer
+from .converters import AppNameConverter
+
+__all__ = ("bokeh_asgi_application", "websocket_urlpatterns")
+
+register_converter(AppNameConverter, "bokehapp")
+
+_prefix = bokeh_settings.prefix
+websocket_urlpatterns = [
+    path(f"{_prefix}/<bokehapp:app_name>/ws" if _prefix else "<bokehapp:app_name>/ws", BokehConsumer.as_asgi()),
+]
+
+
+def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
+    """Django's HTTP app plus the Bokeh WebSockets behind Channels' auth middleware.
+
+    Origins and hosts are checked by the consumer itself (so refusals name the setting
+    to change); ``AuthMiddlewareStack`` puts the Django user into the scope.
+    """
+    if http_application is None:
+        from django.core.asgi import get_asgi_application
+
+        http_application = get_asgi_application()
+    from .lifecycle import LifecycleMiddleware
+
+    return LifecycleMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": http_application,
+                "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+            }
+        )
+    )

@@ -1,0 +1,57 @@
+"""Runs daphne with what Bokeh needs: close reasons on the wire, no WebSocket lifetime limit.
+
+daphne 4.2 drops the ``reason`` of an ASGI ``websocket.close`` message; BokehJS and
+``bokeh.client`` users need it to know why a connection ended. ``BokehDaphneServer``
+swaps in a WebSocket protocol that passes the reason on. Production deployments use
+it through ``python -m bokehserve_django.daphne`` (daphne's CLI with this server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
+
+__all__ = ("BokehDaphneServer", "BokehWebSocketProtocol")
+
+
+class BokehWebSocketProtocol(WebSocketProtocol):
+    """daphne's WebSocket protocol, sending the close reason the application gives."""
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "websocket.close" and self.state != self.STATE_CONNECTING:
+            code = message.get("code") or 1000
+            reason = message.get("reason") or None
+            # A close reason may hold at most 123 UTF-8 bytes.
+            if reason:
+                reason = reason.encode("utf-8")[:120].decode("utf-8", "ignore")
+            self.sendClose(code=code, reason=reason)
+            return
+        super().handle_reply(message)
+
+
+class BokehDaphneServer(Server):
+    """daphne's Server using BokehWebSocketProtocol for every WebSocket."""
+
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        # daphne builds its factory inside run(); this is the one place to swap the protocol.
+        factory.protocol = BokehWebSocketProtocol
+        self._ws_factory = factory
+
+    def kill_all_applications(self) -> Any:
+        """Destroy sessions first (hooks run, clients get a close frame), then stop consumers."""
+        from twisted.internet.defer import Deferred
+
+        from .sessions import runtime
+
+        shutdown = Deferred.fromFuture(asyncio.ensure_future(runtime.shutdown()))
+        shutdown.addErrback(lambda failure: failure.printTraceback())
+        shutdown.addBoth(lambda _: super(BokehDaphneServer, self).kill_all_applications())
+        return shutdown

@@ -1,0 +1,505 @@
+"""Creates, finds and destroys Bokeh sessions, runs lifecycle hooks, and reaps unused sessions.
+
+Builds on bokeh's ``ServerSession`` for the document lock, callbacks and patch dispatch, and
+owns everything around it. Knows no Django request and no channel layer: callers hand in a
+``SessionRequest`` and a ``Transport``. Everything here runs on the server's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import sys
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol as TypingProtocol
+
+import bokeh.document.document as bokeh_document_module
+from asgiref.sync import sync_to_async
+from bokeh.application.application import ServerContext, SessionContext
+from bokeh.document import Document
+from bokeh.protocol import Protocol
+from bokeh.server.session import ServerSession
+from tornado.ioloop import IOLoop
+
+from .exceptions import AppLoadError, SessionNotFound
+from .protocol import CloseCode, error_message
+
+if TYPE_CHECKING:
+    from bokeh.application import Application
+    from bokeh.document.events import DocumentPatchedEvent
+    from bokeh.protocol.message import Message
+
+__all__ = (
+    "AppSessions",
+    "SessionConnection",
+    "SessionRequest",
+    "Transport",
+    "runtime",
+)
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------
+# What callers hand in
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SessionRequest:
+    """The request a session was created from, as app code sees it in ``session_context.request``.
+
+    ``arguments`` maps names to lists of bytes (as Tornado's ``request.arguments``);
+    ``cookies`` and ``headers`` hold only what the header/cookie filters let through.
+    """
+
+    arguments: dict[str, list[bytes]] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+    query: str = ""
+    host: str = ""
+    protocol: str = "http"
+    remote_ip: str | None = None
+    method: str = "GET"
+    #: The Django user of the request (``AnonymousUser`` when signed out), when known.
+    user: Any = None
+
+    @property
+    def uri(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+class Transport(TypingProtocol):
+    """What a session connection needs from the WebSocket carrying it."""
+
+    async def send_frames(self, frames: Iterable[str | bytes]) -> None:
+        """Send the frames of one message back to back."""
+
+    async def close_connection(self, code: int, reason: str) -> None:
+        """Close the WebSocket with ``code`` and ``reason``."""
+
+
+# ---------------------------------------------------------------------------
+# bokeh's server/session context interfaces
+# ---------------------------------------------------------------------------
+
+
+class AppServerContext(ServerContext):
+    """``session_context.server_context`` and the argument of on_server_loaded/unloaded."""
+
+    def __init__(self, app_sessions: AppSessions) -> None:
+        self._app_sessions = weakref.ref(app_sessions)
+
+    @property
+    def sessions(self) -> list[SessionContext]:
+        app_sessions = self._app_sessions()
+        return [] if app_sessions is None else [s.context for s in app_sessions.sessions]
+
+    @property
+    def application_context(self) -> AppSessions | None:
+        return self._app_sessions()
+
+
+class BokehSessionContext(SessionContext):
+    """``curdoc().session_context``: id, request, token payload, server context, the document lock."""
+
+    def __init__(
+        self,
+        session_id: str,
+        server_context: AppServerContext,
+        document: Document,
+        request: SessionRequest | None,
+        token_payload: dict[str, Any],
+        logout_url: str | None = None,
+    ) -> None:
+        super().__init__(server_context, session_id)
+        self._document = document
+        self._request = request
+        self._token_payload = token_payload
+        self._logout_url = logout_url
+        self._session: BokehSession | None = None
+
+    @property
+    def destroyed(self) -> bool:
+        return self._session is not None and self._session.destroyed
+
+    @property
+    def request(self) -> SessionRequest | None:
+        return self._request
+
+    @property
+    def token_payload(self) -> dict[str, Any]:
+        return dict(self._token_payload)
+
+    @property
+    def user(self) -> Any:
+        """The Django user the session was opened for (None if unknown)."""
+        return self._request.user if self._request is not None else None
+
+    @property
+    def logout_url(self) -> str | None:
+        return self._logout_url
+
+    @property
+    def session(self) -> BokehSession | None:
+        return self._session
+
+    async def with_locked_document(self, func: Callable[[Document], Awaitable[None]]) -> None:
+        if self._session is None:
+            await func(self._document)
+        else:
+            await self._session.with_document_locked(func, self._document)
+
+
+# ---------------------------------------------------------------------------
+# Sessions and their connections
+# ---------------------------------------------------------------------------
+
+
+class BokehSession(ServerSession):
+    """bokeh's ServerSession plus its context and the token it was created with."""
+
+    def __init__(self, session_id: str, document: Document, context: BokehSessionContext, token: str) -> None:
+        super().__init__(session_id, document, io_loop=IOLoop.current(), token=token)
+        self.context = context
+        self.created_at = time.monotonic()
+
+    @property
+    def connections(self) -> list[SessionConnection]:
+        return list(self._subscribed_connections)
+
+    def destroy(self) -> None:
+        """Destroy the document without bokeh's per-document ``gc.collect()`` and referrer scan.
+
+        Both cost ~100 ms or more with a few dozen live documents and block the loop; the
+        runtime collects garbage once per sweep instead (see SessionRuntime.collect_garbage).
+        """
+        modules = self.document.modules
+        for module in getattr(modules, "_modules", []):
+            sys.modules.pop(module.__name__, None)
+            module.__dict__.clear()
+        if hasattr(modules, "_modules"):
+            modules._modules = []
+        with _gc_collect_deferred():
+            super().destroy()
+
+
+@contextlib.contextmanager
+def _gc_collect_deferred():
+    """Make bokeh's Document.destroy skip its gc.collect() for the duration (loop thread only)."""
+
+    class _NoCollect:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gc, name)
+
+        @staticmethod
+        def collect(*args: Any, **kwargs: Any) -> int:
+            runtime.collect_garbage_soon()
+            return 0
+
+    original = bokeh_document_module.gc
+    bokeh_document_module.gc = _NoCollect()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        bokeh_document_module.gc = original
+
+
+class SessionConnection:
+    """One WebSocket attached to a session; what bokeh's ServerSession calls a connection."""
+
+    def __init__(self, session: BokehSession, transport: Transport) -> None:
+        self._protocol = Protocol()
+        self._transport = transport
+        self._session: BokehSession | None = session
+        self._send_lock = asyncio.Lock()
+        session.subscribe(self)
+
+    @property
+    def protocol(self) -> Protocol:
+        return self._protocol
+
+    @property
+    def session(self) -> BokehSession:
+        assert self._session is not None
+        return self._session
+
+    @property
+    def attached(self) -> bool:
+        return self._session is not None
+
+    def ok(self, message: Message[Any]) -> Message[Any]:
+        return self._protocol.create("OK", message.header["msgid"])
+
+    def error(self, message: Message[Any], text: str) -> Message[Any]:
+        return error_message(self._protocol, message.header["msgid"], text)
+
+    def send_patch_document(self, event: DocumentPatchedEvent) -> Awaitable[None]:
+        """Called by ServerSession under the document lock; the returned awaitable runs after it."""
+        return self.send_message(self._protocol.create("PATCH-DOC", [event]))
+
+    async def send_message(self, message: Message[Any]) -> None:
+        # The lock keeps one message's frames together when several tasks send at once.
+        async with self._send_lock:
+            try:
+                await self._transport.send_frames(_frames_of(message))
+            except Exception as exc:  # the client is gone; its disconnect will clean up
+                logger.warning("Failed sending a message to a closed connection: %r", exc)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._transport.close_connection(code, reason)
+
+    def detach(self) -> None:
+        """Stop receiving changes and let the session expire once unused."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.unsubscribe(self)
+            if not session.destroyed:
+                session.notify_connection_lost()
+
+
+def _frames_of(message: Message[Any]) -> list[str | bytes]:
+    from .protocol import message_frames
+
+    return list(message_frames(message))
+
+
+# ---------------------------------------------------------------------------
+# Sessions of one application
+# ---------------------------------------------------------------------------
+
+
+class AppSessions:
+    """The live sessions of one application in this process, by id, and its lifecycle hooks."""
+
+    def __init__(self, name: str, application: Application, logout_url: str | None = None) -> None:
+        self.name = name
+        self.application = application
+        self.server_context = AppServerContext(self)
+        self._logout_url = logout_url
+        self._sessions: dict[str, BokehSession] = {}
+        self._pending: dict[str, asyncio.Future[BokehSession]] = {}
+        self.created_count = 0
+        self.destroyed_count = 0
+
+    @property
+    def sessions(self) -> list[BokehSession]:
+        return list(self._sessions.values())
+
+    def get(self, session_id: str) -> BokehSession:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(session_id) from None
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
+    def run_load_hook(self) -> None:
+        try:
+            self.application.on_server_loaded(self.server_context)
+        except Exception:
+            logger.error("Error in on_server_loaded of app %r", self.name, exc_info=True)
+
+    def run_unload_hook(self) -> None:
+        try:
+            self.application.on_server_unloaded(self.server_context)
+        except Exception:
+            logger.error("Error in on_server_unloaded of app %r", self.name, exc_info=True)
+
+    async def get_or_create(
+        self, session_id: str, request: SessionRequest | None, token: str, token_payload: dict[str, Any]
+    ) -> BokehSession:
+        """The session ``session_id``; created (app code run once) if this process has none."""
+        if session_id in self._sessions:
+            return self._sessions[session_id]
+        pending = self._pending.get(session_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[BokehSession] = asyncio.get_running_loop().create_future()
+        self._pending[session_id] = future
+        try:
+            session = await self._create(session_id, request, token, token_payload)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
+            raise
+        finally:
+            del self._pending[session_id]
+        self._sessions[session_id] = session
+        future.set_result(session)
+        return session
+
+    async def _create(
+        self, session_id: str, request: SessionRequest | None, token: str, token_payload: dict[str, Any]
+    ) -> BokehSession:
+        document = Document()
+        context = BokehSessionContext(
+            session_id, self.server_context, document, request, token_payload, logout_url=self._logout_url
+        )
+        document._session_context = weakref.ref(context)
+        try:
+            await self.application.on_session_created(context)
+        except Exception:
+            logger.error("Error in on_session_created of app %r", self.name, exc_info=True)
+        # App code runs in a worker thread: it may use the Django ORM at module level, and
+        # a slow app does not stall the round trips of other sessions on the loop.
+        await sync_to_async(self.application.initialize_document, thread_sensitive=True)(document)
+        failed = [h for h in self.application.handlers if h.failed]
+        if failed:
+            handler = failed[0]
+            with contextlib.suppress(Exception):
+                await self.application.on_session_destroyed(context)
+            raise AppLoadError(self.name, f"{handler.error}\n{handler.error_detail or ''}")
+        session = BokehSession(session_id, document, context, token)
+        context._session = session
+        self.created_count += 1
+        logger.debug("Created session %r of app %r", session_id, self.name)
+        return session
+
+    async def discard(self, session: BokehSession, reason: str = "Session destroyed") -> None:
+        """Close the session's connections, destroy its document and run on_session_destroyed."""
+        for connection in session.connections:
+            connection.detach()
+            with contextlib.suppress(Exception):
+                await connection.close(CloseCode.SESSION_DESTROYED, reason)
+
+        def destroy() -> None:
+            # A client may have (re)attached while we waited for the lock: keep the session then.
+            if session.connection_count == 0:
+                session.destroy()
+
+        if not session.destroyed:
+            await session.with_document_locked(destroy)
+        if session.destroyed:
+            self._sessions.pop(session.id, None)
+            self.destroyed_count += 1
+            try:
+                await self.application.on_session_destroyed(session.context)
+            except Exception:
+                logger.error("Error in on_session_destroyed of app %r", self.name, exc_info=True)
+            logger.debug("Destroyed session %r of app %r", session.id, self.name)
+
+    def unused_sessions(self, lifetime_ms: int) -> list[BokehSession]:
+        return [
+            s
+            for s in self._sessions.values()
+            if s.connection_count == 0
+            and not s.expiration_blocked
+            and (s.milliseconds_since_last_unsubscribe > lifetime_ms or s.expiration_requested)
+        ]
+
+
+# ---------------------------------------------------------------------------
+# The process-wide runtime
+# ---------------------------------------------------------------------------
+
+
+class SessionRuntime:
+    """All AppSessions of this process, the unused-session reaper and server start/stop hooks."""
+
+    def __init__(self) -> None:
+        self._apps: dict[str, AppSessions] = {}
+        self._started = False
+        self._reaper: asyncio.Task[None] | None = None
+        self._gc_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def ensure_started(self) -> None:
+        """Load every app's server hooks and start the reaper, once, on the running loop."""
+        if self._started:
+            return
+        from . import registry
+        from .conf import bokeh_settings
+
+        self._loop = asyncio.get_running_loop()
+        self._started = True
+        for name, entry in registry.registered_apps().items():
+            if entry.application is None:
+                continue
+            app_sessions = AppSessions(name, entry.application)
+            self._apps[name] = app_sessions
+            app_sessions.run_load_hook()
+        self._reaper = self._loop.create_task(
+            self._reap_forever(bokeh_settings.CHECK_UNUSED_SESSIONS, bokeh_settings.UNUSED_SESSION_LIFETIME)
+        )
+        logger.debug("Session runtime started for apps %s", sorted(self._apps))
+
+    async def shutdown(self) -> None:
+        """Destroy every session (running on_session_destroyed), then run on_server_unloaded."""
+        if not self._started:
+            return
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reaper
+        for app_sessions in self._apps.values():
+            for session in app_sessions.sessions:
+                for connection in session.connections:
+                    connection.detach()
+                    with contextlib.suppress(Exception):
+                        await connection.close(CloseCode.GOING_AWAY, "Server is shutting down")
+                await app_sessions.discard(session, reason="Server is shutting down")
+            app_sessions.run_unload_hook()
+        self._apps.clear()
+        self._started = False
+        gc.collect()
+        logger.info("Session runtime stopped")
+
+    # -- lookup -----------------------------------------------------------
+
+    def app(self, name: str) -> AppSessions:
+        self.ensure_started()
+        try:
+            return self._apps[name]
+        except KeyError:
+            raise SessionNotFound(f"no sessions for app {name!r}") from None
+
+    @property
+    def apps(self) -> dict[str, AppSessions]:
+        return dict(self._apps)
+
+    # -- reaping ----------------------------------------------------------
+
+    async def _reap_forever(self, interval_ms: int, lifetime_ms: int) -> None:
+        while True:
+            await asyncio.sleep(max(interval_ms, 50) / 1000)
+            try:
+                await self.reap(lifetime_ms)
+            except Exception:
+                logger.error("Error while discarding unused sessions", exc_info=True)
+
+    async def reap(self, lifetime_ms: int) -> int:
+        """Destroy sessions unused for longer than ``lifetime_ms``; return how many."""
+        count = 0
+        for app_sessions in list(self._apps.values()):
+            for session in app_sessions.unused_sessions(lifetime_ms):
+                await app_sessions.discard(session, reason="Session expired")
+                count += 1
+                await asyncio.sleep(0)  # let round trips of live sessions through between two
+        if count:
+            logger.info("Discarded %d unused session(s)", count)
+        return count
+
+    def collect_garbage_soon(self, delay: float = 1.0) -> None:
+        """Run one gc.collect() shortly, however many documents are destroyed meanwhile."""
+        loop = self._loop
+        if loop is None or self._gc_handle is not None:
+            return
+
+        def collect() -> None:
+            self._gc_handle = None
+            gc.collect()
+
+        self._gc_handle = loop.call_later(delay, collect)
+
+
+runtime = SessionRuntime()

@@ -1,0 +1,171 @@
+"""Creates and checks Bokeh session ids and tokens with the key and signing mode from settings.
+
+Every call into ``bokeh.util.token`` passes ``secret_key=`` and ``signed=`` explicitly:
+bokeh's own defaults come from its environment variables, not from Django settings.
+Knows no request and no scope.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bokeh.util.token import (
+    check_session_id_signature,
+    check_token_signature,
+    generate_jwt_token,
+    generate_session_id as bokeh_generate_session_id,
+    get_session_id,
+    get_token_payload,
+)
+from django.conf import settings
+
+from .conf import bokeh_settings
+from .exceptions import InvalidToken
+
+__all__ = (
+    "MAX_TOKEN_LENGTH",
+    "TokenInfo",
+    "check_session_id",
+    "generate_session_id",
+    "generate_token",
+    "read_token",
+    "secret_key",
+)
+
+logger = logging.getLogger(__name__)
+
+#: Tokens longer than this are refused before any decoding. Browsers send the token in
+#: the Sec-WebSocket-Protocol header; nginx's default large header buffer is 8 KiB.
+MAX_TOKEN_LENGTH = 64 * 1024
+#: The zlib payload of a token may not inflate beyond this (a crafted one inflates 1000-fold).
+MAX_PAYLOAD_SIZE = 1024 * 1024
+
+
+#: Session ids we accept: bokeh's are 44 alphanumerics, plus "." and a 43-character
+#: signature when signed; ids chosen by a site must stay within this alphabet and length.
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,100}(\.[A-Za-z0-9_\-]{1,100})?")
+
+
+def check_session_id(session_id: str) -> str:
+    """Return ``session_id`` if it is well formed and correctly signed, else raise InvalidToken."""
+    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
+        raise InvalidToken("Malformed session id")
+    signed = bokeh_settings.sign_sessions
+    if signed and not check_session_id_signature(session_id, secret_key=secret_key(), signed=True):
+        logger.warning("Session id %r had an invalid signature", session_id)
+        raise InvalidToken("Invalid session id signature")
+    return session_id
+
+
+def secret_key() -> bytes:
+    """The signing key: BOKEHSERVE["SECRET_KEY"], else one derived from Django's SECRET_KEY.
+
+    Deriving keeps the Django key itself out of bokeh's code paths, and gives every site a
+    key without configuration.
+    """
+    configured = bokeh_settings.SECRET_KEY
+    if configured:
+        return configured.encode() if isinstance(configured, str) else bytes(configured)
+    return hmac.new(settings.SECRET_KEY.encode(), b"bokehserve_django.session-signing", hashlib.sha256).hexdigest().encode()
+
+
+def generate_session_id() -> str:
+    """A new session id, signed when signing is on; pass it to ``server_session(...)``."""
+    return bokeh_generate_session_id(secret_key=secret_key(), signed=bokeh_settings.sign_sessions)
+
+
+def generate_token(session_id: str, extra_payload: dict[str, Any] | None = None, expiration: int | None = None) -> str:
+    """A session token for ``session_id`` (what BokehJS sends to open the WebSocket)."""
+    if expiration is None:
+        expiration = bokeh_settings.SESSION_TOKEN_EXPIRATION
+    return generate_jwt_token(
+        session_id,
+        secret_key=secret_key(),
+        signed=bokeh_settings.sign_sessions,
+        extra_payload=extra_payload,
+        expiration=expiration,
+    )
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What a checked token says: its session id and payload (headers, cookies, arguments...)."""
+
+    session_id: str
+    payload: dict[str, Any]
+
+
+def read_token(token: str) -> TokenInfo:
+    """Check ``token`` (size, signature, expiry) and decode it; raise InvalidToken otherwise.
+
+    The signature is verified before the zlib payload is inflated, so an attacker cannot
+    make us decompress anything without the key; the inflated size is capped in any case.
+    """
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("Token is missing or too long")
+    signed = bokeh_settings.sign_sessions
+    try:
+        session_id = get_session_id(token)
+    except Exception as exc:
+        raise InvalidToken("Token is not a valid Bokeh session token") from exc
+    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
+        raise InvalidToken("Token carries no valid session id")
+    try:
+        valid = check_token_signature(token, secret_key=secret_key(), signed=signed)
+    except Exception as exc:
+        raise InvalidToken("Token is not a valid Bokeh session token") from exc
+    if not valid:
+        logger.warning("Token for session %r had an invalid signature", _loggable(session_id))
+        raise InvalidToken("Invalid token signature")
+    _check_payload_size(token)
+    try:
+        payload = get_token_payload(token)
+    except Exception as exc:
+        raise InvalidToken("Token payload cannot be decoded") from exc
+    expiry = payload.get("session_expiry")
+    if not isinstance(expiry, int | float):
+        raise InvalidToken("Token has no session expiry")
+    if time.time() >= expiry:
+        raise InvalidToken(
+            "Token is expired. Configure the app with a larger value for --session-token-expiration if necessary"
+        )
+    return TokenInfo(session_id=session_id, payload=payload)
+
+
+def _check_payload_size(token: str) -> None:
+    """Refuse a token whose compressed extra payload would inflate past MAX_PAYLOAD_SIZE."""
+    import zlib
+
+    first = token.split(".")[0]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)))
+    except Exception as exc:
+        raise InvalidToken("Token is not a valid Bokeh session token") from exc
+    if not isinstance(decoded, dict):
+        raise InvalidToken("Token is not a valid Bokeh session token")
+    compressed = decoded.get("__bk__zlib_")
+    if compressed is None:
+        return
+    if not isinstance(compressed, str):
+        raise InvalidToken("Token payload is malformed")
+    try:
+        raw = base64.urlsafe_b64decode(compressed + "=" * (-len(compressed) % 4))
+        inflater = zlib.decompressobj()
+        inflater.decompress(raw, MAX_PAYLOAD_SIZE)
+    except Exception as exc:
+        raise InvalidToken("Token payload is malformed") from exc
+    if inflater.unconsumed_tail:
+        raise InvalidToken("Token payload is too large")
+
+
+def _loggable(session_id: str) -> str:
+    """A session id shortened for logs (never log whole tokens)."""
+    return session_id[:100]

@@ -1,0 +1,30 @@
+"""URL patterns for the HTTP side of the registered Bokeh apps; include them in a site's URLconf::
+
+    path("", include("bokehserve_django.urls")),
+
+BOKEHSERVE["PREFIX"] (or runbokeh --prefix) is applied here, when the URLconf is imported.
+"""
+
+from __future__ import annotations
+
+from django.urls import include, path, register_converter
+
+from . import views
+from .conf import bokeh_settings
+from .converters import AppNameConverter
+
+app_name = "bokehserve_django"
+
+register_converter(AppNameConverter, "bokehapp")
+
+_app_patterns = [
+    path("<bokehapp:app_name>/autoload.js", views.autoload_js, name="autoload_js"),
+    path("<bokehapp:app_name>/metadata", views.metadata, name="metadata"),
+    path("<bokehapp:app_name>/static/<path:path>", views.app_static, name="app_static"),
+    path("<bokehapp:app_name>/", views.app_page, name="app_page_slash"),
+    path("<bokehapp:app_name>", views.app_page, name="app_page"),
+    path("", views.index, name="index"),
+]
+
+_prefix = bokeh_settings.prefix
+urlpatterns = [path(f"{_prefix}/", include(_app_patterns))] if _prefix else _app_patterns

@@ -1,0 +1,214 @@
+"""Serves the HTTP side of Bokeh apps: pages, autoload.js, metadata, app static files, the index.
+
+Thin async views: they pick the session for the request, hand over to the session layer
+and render with bokeh's embed helpers. No WebSocket code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from bokeh.embed.bundle import Script, bundle_for_objs_and_resources
+from bokeh.embed.elements import script_for_render_items
+from bokeh.embed.server import server_html_page_for_session
+from bokeh.embed.util import RenderItem
+from bokeh.core.templates import AUTOLOAD_JS
+from django.conf import settings
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseForbidden,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.template.loader import render_to_string
+from django.views.static import serve
+
+from . import registry, signing
+from .conf import bokeh_settings
+from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused
+from .requests import from_http_request, token_payload_for
+from .resources import resources_for
+from .sessions import BokehSession, runtime
+from .urls_util import app_url
+
+__all__ = ("app_page", "app_static", "autoload_js", "index", "metadata")
+
+logger = logging.getLogger(__name__)
+
+
+# Session selection ------------------------------------------------------------------
+
+
+class _PageSession:
+    """What bokeh's page helpers read from a session: its document, id and a token."""
+
+    def __init__(self, session: BokehSession, token: str) -> None:
+        self.document = session.document
+        self.id = session.id
+        self.token = token
+
+
+async def open_session(request: HttpRequest, app_name: str) -> _PageSession:
+    """The session this request asks for, created if needed, and a fresh token for it.
+
+    The id comes from ``?bokeh-session-id``, the ``Bokeh-Session-Id`` header (what
+    ``server_session()`` sends), ``?bokeh-token``, or is generated; more than one is refused.
+    """
+    entry = registry.get_app(app_name)
+    application = entry.check_loaded()
+    session_id = request.GET.get("bokeh-session-id")
+    header_id = request.headers.get("Bokeh-Session-Id")
+    given_token = request.GET.get("bokeh-token")
+    if sum(x is not None for x in (session_id, header_id, given_token)) > 1:
+        raise SessionRefused("Give only one of bokeh-session-id, the Bokeh-Session-Id header and bokeh-token.")
+    session_id = session_id or header_id
+    session_request = from_http_request(request)
+    if given_token is not None:
+        info = signing.read_token(given_token)
+        session_id, payload, token = info.session_id, info.payload, given_token
+    else:
+        if session_id is None:
+            if not bokeh_settings.GENERATE_SESSION_IDS:
+                raise SessionRefused("This server needs a bokeh-session-id; it does not generate session ids.")
+            session_id = signing.generate_session_id()
+        signing.check_session_id(session_id)
+        extra = application.process_request(session_request) or {}
+        payload = token_payload_for(session_request, extra)
+        token = signing.generate_token(session_id, extra_payload=payload)
+        payload = signing.read_token(token).payload
+    session = await runtime.app(app_name).get_or_create(session_id, session_request, token, payload)
+    return _PageSession(session, token)
+
+
+def _refusal(exc: Exception) -> HttpResponse:
+    logger.warning("Refused session request: %s", exc)
+    return HttpResponseForbidden(f"{exc}\n", content_type="text/plain; charset=utf-8")
+
+
+def _load_error_page(request: HttpRequest, exc: AppLoadError) -> HttpResponse:
+    logger.error("Bokeh application %r failed:\n%s", exc.app_name, exc.details)
+    context = {"app_name": exc.app_name, "details": exc.details if settings.DEBUG else None}
+    html = render_to_string("bokehserve_django/app_error.html", context, request=request)
+    return HttpResponse(html, status=500)
+
+
+def _lookup(app_name: str) -> registry.RegisteredApp:
+    try:
+        return registry.get_app(app_name)
+    except AppNotRegistered:
+        raise Http404(f"No Bokeh application {app_name!r}") from None
+
+
+# Views -------------------------------------------------------------------------------
+
+
+async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
+    """``/<app>``: bokeh's page for a new (or named) session, or the app's own template."""
+    _lookup(app_name)
+    try:
+        page_session = await open_session(request, app_name)
+    except AppLoadError as exc:
+        return _load_error_page(request, exc)
+    except (InvalidToken, SessionRefused) as exc:
+        return _refusal(exc)
+    document = page_session.document
+    html = server_html_page_for_session(
+        page_session,
+        resources=resources_for(),
+        title=document.title,
+        template=document.template,
+        template_variables=document.template_variables,
+    )
+    return HttpResponse(html, content_type="text/html; charset=utf-8")
+
+
+def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:
+    origin = request.headers.get("Origin")
+    # With credentials (cookies) the allowed origin must be explicit, not "*" (bokeh does the same).
+    response["Access-Control-Allow-Origin"] = origin if (origin and request.COOKIES) else "*"
+    response["Access-Control-Allow-Headers"] = "*"
+    response["Access-Control-Allow-Credentials"] = "true"
+    return response
+
+
+async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
+    """``/<app>/autoload.js``: the script behind ``server_document()``/``server_session()`` embeds."""
+    _lookup(app_name)
+    if request.method == "OPTIONS":
+        response = HttpResponse(status=200)
+        response["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+        return _cors(response, request)
+    element_id = request.GET.get("bokeh-autoload-element")
+    if not element_id:
+        return _cors(HttpResponseBadRequest("No bokeh-autoload-element query parameter\n"), request)
+    app_path = request.GET.get("bokeh-app-path", "/")
+    absolute_url = request.GET.get("bokeh-absolute-url")
+    server_url = None
+    if absolute_url:
+        parts = urlsplit(absolute_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return _cors(HttpResponseBadRequest("bokeh-absolute-url must be an http(s) URL\n"), request)
+        server_url = f"{parts.scheme}://{parts.netloc}"
+    try:
+        page_session = await open_session(request, app_name)
+    except AppLoadError as exc:
+        return _cors(_load_error_page(request, exc), request)
+    except (InvalidToken, SessionRefused) as exc:
+        return _cors(_refusal(exc), request)
+    resources = resources_for(server_url) if request.GET.get("resources") != "none" else None
+    bundle = bundle_for_objs_and_resources(None, resources)
+    render_items = [RenderItem(token=page_session.token, elementid=element_id, use_for_title=False)]
+    # script_for_render_items JSON-encodes these values into the script (no raw interpolation).
+    bundle.add(Script(script_for_render_items({}, render_items, app_path=app_path, absolute_url=absolute_url)))
+    js = AUTOLOAD_JS.render(bundle=bundle, elementid=json.dumps(element_id)[1:-1])
+    return _cors(HttpResponse(js, content_type="application/javascript; charset=utf-8"), request)
+
+
+async def metadata(request: HttpRequest, app_name: str) -> JsonResponse:
+    """``/<app>/metadata``: the app URL and its Application(metadata=...)."""
+    entry = _lookup(app_name)
+    try:
+        application = entry.check_loaded()
+    except AppLoadError:
+        return JsonResponse({"url": app_url(app_name), "error": "application failed to load"}, status=500)
+    data: Any = application.metadata
+    if callable(data):
+        data = data()
+    return JsonResponse({"url": app_url(app_name), "data": data if data is not None else {}})
+
+
+def app_static(request: HttpRequest, app_name: str, path: str) -> HttpResponse:
+    """``/<app>/static/<path>``: files from a directory app's ``static/`` folder."""
+    entry = _lookup(app_name)
+    root = entry.static_path
+    if root is None or "\x00" in path or not os.path.isdir(root):
+        raise Http404("No such static file")
+    return serve(request, path, document_root=root)
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """The index at the prefix root: a list of apps, or a redirect when there is just one."""
+    if bokeh_settings.DISABLE_INDEX:
+        raise Http404("The index is disabled")
+    names = sorted(registry.registered_apps())
+    if len(names) == 1 and not bokeh_settings.DISABLE_INDEX_REDIRECT:
+        return HttpResponseRedirect(app_url(names[0]))
+    items = [(name, app_url(name)) for name in names]
+    template_path = bokeh_settings.INDEX_TEMPLATE
+    if template_path:
+        from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+        directory, filename = os.path.split(os.path.abspath(template_path))
+        env = Environment(loader=FileSystemLoader(directory), autoescape=select_autoescape())
+        prefix = "/" + bokeh_settings.prefix if bokeh_settings.prefix else ""
+        # Same variables as bokeh serve's --index templates: items are "/<name>".
+        html = env.get_template(filename).render(prefix=prefix, items=[f"/{name}" for name in names])
+        return HttpResponse(html)
+    return HttpResponse(render_to_string("bokehserve_django/index.html", {"apps": items}, request=request))

@@ -1,0 +1,12 @@
+"""ASGI entry point of the demo site: Django HTTP plus the Bokeh WebSockets."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+django_application = get_asgi_application()
+
+from bokehserve_django.routing import bokeh_asgi_application  # noqa: E402  (needs Django set up)
+
+application = bokeh_asgi_application(django_application)

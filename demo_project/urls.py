@@ -1,0 +1,12 @@
+"""URLs of the demo site: Django pages first, then the Bokeh apps at the root."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from .demo import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("django/embed/", views.embed_page, name="embed"),
+    path("", include("bokehserve_django.urls")),
+]
