@@ -186,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run runbokeh with DJANGO_DEBUG=1 (default: DJANGO_DEBUG=0, as in production)",
     )
+    parser.add_argument(
+        "--django-settings",
+        default="bench.django_settings",
+        help="DJANGO_SETTINGS_MODULE for runbokeh (default %(default)s: the demo site serving only the bench app)",
+    )
     parser.add_argument("--max-minutes", type=float, default=30.0, help="stop starting new work after this long")
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/<stamp>.json)")
     args = parser.parse_args(argv)
@@ -208,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"bokeh": args.bokeh_arg, "runbokeh": args.runbokeh_arg}
     env = {
         "bokeh": {},
-        "runbokeh": {"DJANGO_DEBUG": "1" if args.django_debug else "0", "PYTHONUNBUFFERED": "1"},
+        "runbokeh": {
+            "DJANGO_SETTINGS_MODULE": args.django_settings,
+            "DJANGO_DEBUG": "1" if args.django_debug else "0",
+            "PYTHONUNBUFFERED": "1",
+        },
     }
 
     raw: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in kinds}

@@ -140,12 +140,12 @@ class BokehServeSettings:
         overrides = self.run_overrides
         if name in overrides:
             value = overrides[name]
+        value = _validate(name, value)
         if name == "APPS":
-            value = dict(value)
-            value.update(overrides.get("EXTRA_APPS", {}))
+            value = {**value, **overrides.get("EXTRA_APPS", {})}
         if name == "ALLOWED_ORIGINS":
-            value = list(value) + list(overrides.get("EXTRA_ORIGINS", []))
-        return _validate(name, value)
+            value = value + [str(o) for o in overrides.get("EXTRA_ORIGINS", [])]
+        return value
 
     def reload(self) -> None:
         self._cache.clear()

@@ -19,6 +19,8 @@ from typing import Any
 
 from bokeh.application import Application
 from bokeh.application.handlers.directory import DirectoryHandler
+from bokeh.application.handlers.document_lifecycle import DocumentLifecycleHandler
+from bokeh.application.handlers.lifecycle import LifecycleHandler
 from bokeh.application.handlers.function import FunctionHandler
 from bokeh.application.handlers.notebook import NotebookHandler
 from bokeh.application.handlers.script import ScriptHandler
@@ -113,15 +115,53 @@ def _load_all(specs: Mapping[str, Any]) -> dict[str, RegisteredApp]:
         spec, argv, options = _unpack(name, raw_spec)
         entry = RegisteredApp(name=name, spec=spec, argv=argv, options=options)
         try:
-            entry.application = build_application(spec, argv)
+            application = build_application(spec, argv)
         except InvalidAppSpec:
             raise
         except Exception as exc:
             details = traceback.format_exc()
             entry.load_error = AppLoadError(name, details)
             logger.error("Bokeh application %r failed to load: %s\n%s", name, exc, details)
+        else:
+            # bokeh's code handlers compile at construction and record a SyntaxError instead
+            # of raising it.
+            failed = [h for h in application.handlers if h.failed]
+            if failed:
+                details = f"{failed[0].error}\n{failed[0].error_detail or ''}"
+                entry.load_error = AppLoadError(name, details)
+                logger.error("Bokeh application %r failed to load:\n%s", name, details)
+            else:
+                _add_document_lifecycle(application)
+                entry.application = application
         apps[name] = entry
     return apps
+
+
+class DocumentLifecycle(LifecycleHandler):
+    """Runs the callbacks an app registered with ``Document.on_session_destroyed``.
+
+    bokeh serve adds bokeh's DocumentLifecycleHandler to every app; ours does the same
+    without its per-session ``gc.collect()`` (the session runtime collects once per sweep).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._on_session_destroyed = _run_document_destroyed_callbacks
+
+
+def _run_document_destroyed_callbacks(session_context: Any) -> None:
+    document = session_context._document
+    callbacks, document.session_destroyed_callbacks = document.session_destroyed_callbacks, set()
+    for callback in callbacks:
+        try:
+            callback(session_context)
+        except Exception:
+            logger.error("Document.on_session_destroyed callback %r failed", callback, exc_info=True)
+
+
+def _add_document_lifecycle(application: Application) -> None:
+    if not any(isinstance(h, DocumentLifecycle | DocumentLifecycleHandler) for h in application.handlers):
+        application.add(DocumentLifecycle())
 
 
 def _unpack(name: str, raw_spec: Any) -> tuple[Any, list[str], dict[str, Any]]:

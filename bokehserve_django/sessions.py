@@ -14,12 +14,12 @@ import logging
 import sys
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol as TypingProtocol
 
 import bokeh.document.document as bokeh_document_module
-from asgiref.sync import sync_to_async
 from bokeh.application.application import ServerContext, SessionContext
 from bokeh.document import Document
 from bokeh.protocol import Protocol
@@ -264,6 +264,27 @@ class SessionConnection:
                 session.notify_connection_lost()
 
 
+_executor: ThreadPoolExecutor | None = None
+
+
+def app_code_executor() -> ThreadPoolExecutor:
+    """The threads that run app code (document creation, ``run_in_thread`` callbacks)."""
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bokeh-app")
+    return _executor
+
+
+def _run_app_code(application: Application, document: Document) -> None:
+    from django.db import close_old_connections
+
+    try:
+        application.initialize_document(document)
+    finally:
+        # Worker threads are not request threads: Django would never close their connections.
+        close_old_connections()
+
+
 def _frames_of(message: Message[Any]) -> list[str | bytes]:
     from .protocol import message_frames
 
@@ -348,9 +369,11 @@ class AppSessions:
             await self.application.on_session_created(context)
         except Exception:
             logger.error("Error in on_session_created of app %r", self.name, exc_info=True)
-        # App code runs in a worker thread: it may use the Django ORM at module level, and
-        # a slow app does not stall the round trips of other sessions on the loop.
-        await sync_to_async(self.application.initialize_document, thread_sensitive=True)(document)
+        # App code runs in a worker thread: it may use the Django ORM at module level, a
+        # slow app does not stall the round trips of other sessions on the loop, and a
+        # sync Django view may pull_session() from this same process without deadlock.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(app_code_executor(), _run_app_code, self.application, document)
         failed = [h for h in self.application.handlers if h.failed]
         if failed:
             handler = failed[0]
@@ -363,28 +386,32 @@ class AppSessions:
         logger.debug("Created session %r of app %r", session_id, self.name)
         return session
 
-    async def discard(self, session: BokehSession, reason: str = "Session destroyed") -> None:
-        """Close the session's connections, destroy its document and run on_session_destroyed."""
+    async def discard(self, session: BokehSession, reason: str = "Session destroyed", only_if_unused: bool = False) -> bool:
+        """Close the session's connections, run on_session_destroyed, then destroy its document.
+
+        The hooks run while the document and the app module are still intact (bokeh serve
+        clears the module first, so hooks that use module globals fail there). The session
+        leaves the table first, so a reconnect meanwhile gets a fresh session. With
+        ``only_if_unused``, a session that a client reattached to is kept. Returns whether
+        the session was destroyed.
+        """
+        if only_if_unused and (session.connection_count > 0 or session.expiration_blocked):
+            return False
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
         for connection in session.connections:
             connection.detach()
             with contextlib.suppress(Exception):
                 await connection.close(CloseCode.SESSION_DESTROYED, reason)
-
-        def destroy() -> None:
-            # A client may have (re)attached while we waited for the lock: keep the session then.
-            if session.connection_count == 0:
-                session.destroy()
-
+        try:
+            await self.application.on_session_destroyed(session.context)
+        except Exception:
+            logger.error("Error in on_session_destroyed of app %r", self.name, exc_info=True)
         if not session.destroyed:
-            await session.with_document_locked(destroy)
-        if session.destroyed:
-            self._sessions.pop(session.id, None)
-            self.destroyed_count += 1
-            try:
-                await self.application.on_session_destroyed(session.context)
-            except Exception:
-                logger.error("Error in on_session_destroyed of app %r", self.name, exc_info=True)
-            logger.debug("Destroyed session %r of app %r", session.id, self.name)
+            await session.with_document_locked(session.destroy)
+        self.destroyed_count += 1
+        logger.debug("Destroyed session %r of app %r", session.id, self.name)
+        return True
 
     def unused_sessions(self, lifetime_ms: int) -> list[BokehSession]:
         return [
@@ -447,7 +474,7 @@ class SessionRuntime:
                     connection.detach()
                     with contextlib.suppress(Exception):
                         await connection.close(CloseCode.GOING_AWAY, "Server is shutting down")
-                await app_sessions.discard(session, reason="Server is shutting down")
+                await app_sessions.discard(session)
             app_sessions.run_unload_hook()
         self._apps.clear()
         self._started = False
@@ -482,8 +509,8 @@ class SessionRuntime:
         count = 0
         for app_sessions in list(self._apps.values()):
             for session in app_sessions.unused_sessions(lifetime_ms):
-                await app_sessions.discard(session, reason="Session expired")
-                count += 1
+                if await app_sessions.discard(session, reason="Session expired", only_if_unused=True):
+                    count += 1
                 await asyncio.sleep(0)  # let round trips of live sessions through between two
         if count:
             logger.info("Discarded %d unused session(s)", count)

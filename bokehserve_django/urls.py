@@ -27,4 +27,5 @@ _app_patterns = [
 ]
 
 _prefix = bokeh_settings.prefix
-urlpatterns = [path(f"{_prefix}/", include(_app_patterns))] if _prefix else _app_patterns
+urlpatterns = [path(f"{_prefix}/", include(_app_patterns))] if _prefix else list(_app_patterns)
+urlpatterns.append(path("favicon.ico", views.favicon, name="favicon"))

@@ -38,7 +38,7 @@ from .resources import resources_for
 from .sessions import BokehSession, runtime
 from .urls_util import app_url
 
-__all__ = ("app_page", "app_static", "autoload_js", "index", "metadata")
+__all__ = ("app_page", "app_static", "autoload_js", "favicon", "index", "metadata")
 
 logger = logging.getLogger(__name__)
 
@@ -212,3 +212,13 @@ def index(request: HttpRequest) -> HttpResponse:
         html = env.get_template(filename).render(prefix=prefix, items=[f"/{name}" for name in names])
         return HttpResponse(html)
     return HttpResponse(render_to_string("bokehserve_django/index.html", {"apps": items}, request=request))
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``/favicon.ico``: Bokeh's icon, as bokeh serve answers it (pages ask for it)."""
+    from bokeh.settings import settings as bokeh_env_settings
+
+    with open(bokeh_env_settings.ico_path(), "rb") as icon:
+        response = HttpResponse(icon.read(), content_type="image/x-icon")
+    response["Cache-Control"] = "max-age=86400"
+    return response

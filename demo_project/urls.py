@@ -8,5 +8,6 @@ from .demo import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("django/embed/", views.embed_page, name="embed"),
+    path("django/custom/", views.custom_session_page, name="custom_session"),
     path("", include("bokehserve_django.urls")),
 ]

@@ -21,10 +21,18 @@ output = Div(text="clicks: 0", name="output")
 # instead, so a test can predict source contents from the click count.
 source = ColumnDataSource(data={"x": [], "y": [], "text": []}, name="clicks_source")
 plot = figure(x_range=(0, 11), y_range=(0, 11), height=250, width=400, toolbar_location=None, name="plot")
-plot.text(x="x", y="y", text="text", source=source, text_font_size="20px", text_align="center", text_baseline="middle")
+plot.text(
+    x="x",
+    y="y",
+    text="text",
+    source=source,
+    text_font_size="20px",
+    text_align="center",
+    text_baseline="middle",
+)
 
 text_input = TextInput(title="Type something:", value="", name="text_input")
-upper = Div(text="", name="upper")
+upper = Div(text="", render_as_text=True, name="upper")  # user text: never render it as HTML
 
 
 def on_click(event: ButtonClick) -> None:

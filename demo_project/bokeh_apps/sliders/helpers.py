@@ -17,7 +17,9 @@ MIN_POINTS, MAX_POINTS = 2, 2000  # ?N= comes from any visitor: keep the work bo
 DEFAULT_APP_URL = "/sliders"  # where `bokeh serve sliders/` mounts the app
 
 
-def make_data(points: int, amplitude: float = 1.0, offset: float = 0.0, phase: float = 0.0, freq: float = 1.0) -> dict[str, list[float]]:
+def make_data(
+    points: int, amplitude: float = 1.0, offset: float = 0.0, phase: float = 0.0, freq: float = 1.0
+) -> dict[str, list[float]]:
     """Return the ``x``/``y`` columns of ``offset + amplitude * sin(freq * x + phase)`` on [0, 4 pi]."""
     x = np.linspace(0, 4 * np.pi, points)
     y = offset + amplitude * np.sin(freq * x + phase)

@@ -9,7 +9,6 @@ points. Plain Bokeh app: ``bokeh serve sliders/`` works unchanged; see ../README
 from __future__ import annotations
 
 import numpy as np
-
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, Div, Slider, TextInput
 from bokeh.plotting import curdoc, figure
@@ -48,9 +47,15 @@ phase = Slider(title="phase", value=0.0, start=0.0, end=2 * np.pi, step=0.1, nam
 freq = Slider(title="frequency", value=1.0, start=0.1, end=5.1, step=0.1, name="freq")
 summary = Div(name="summary")
 
-request_args = Div(text=f"query N={query_n if query_n is not None else 'none'}; points={points}", name="request_args")
+# render_as_text: these show visitor-controlled URL text, which must not be rendered as HTML.
+request_args = Div(
+    text=f"query N={query_n if query_n is not None else 'none'}; points={points}",
+    render_as_text=True,
+    name="request_args",
+)
 token_info = Div(
     text=f"payload request_path={payload.get('request_path')}; query_n={payload.get('query_n')}",
+    render_as_text=True,
     name="token_info",
 )
 

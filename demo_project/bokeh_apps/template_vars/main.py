@@ -20,7 +20,8 @@ doc.template_variables["greeting"] = "Hello from curdoc().template_variables"
 doc.template_variables.update(colors=COLORS, source_file="template_vars/main.py")
 
 select = Select(title="Pick a colour:", value=COLORS[0], options=COLORS, name="select")
-selected = Div(text=f"selected: {COLORS[0]}", name="selected")
+# render_as_text: a client can send any value, not just the listed options.
+selected = Div(text=f"selected: {COLORS[0]}", render_as_text=True, name="selected")
 
 
 def on_select(attr: str, old: str, new: str) -> None:

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh Debian machine and runs the whole suite:
+# Debian's chromium, redis-server and nginx (installed when missing; needs root), .venv/
+# with the project and its test extras, then pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "Installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+bash scripts/setup-venv.sh test
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,3 @@
+"""Test app that raises while building the document."""
+
+raise RuntimeError("this app is broken on purpose")

@@ -1,0 +1,10 @@
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+django_application = get_asgi_application()
+
+from bokehserve_django.routing import bokeh_asgi_application  # noqa: E402
+
+application = bokeh_asgi_application(django_application)

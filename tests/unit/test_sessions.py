@@ -1,0 +1,117 @@
+"""Session lifecycle: hooks in order, reaping of unused sessions, shutdown, one creation per id."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from bokehserve_django import registry
+from bokehserve_django.sessions import SessionRequest, runtime
+
+APPS = Path(__file__).resolve().parents[1] / "apps"
+
+
+@pytest.fixture
+def hook_log(tmp_path, monkeypatch, settings):
+    log = tmp_path / "hooks.log"
+    monkeypatch.setenv("BOKEHSERVE_TEST_HOOK_LOG", str(log))
+    settings.BOKEHSERVE = {
+        "APPS": {"hooks": APPS / "hooks", "echo": APPS / "echo.py", "raises": APPS / "broken" / "raises.py"},
+        "CHECK_UNUSED_SESSIONS": 100,
+        "UNUSED_SESSION_LIFETIME": 300,
+    }
+    registry.reset()
+    yield log
+    registry.reset()
+
+
+@pytest.fixture
+async def started(hook_log):
+    runtime.ensure_started()
+    yield runtime
+    await runtime.shutdown()
+
+
+def events(log: Path) -> list[tuple[str, str]]:
+    if not log.exists():
+        return []
+    return [(line.split()[0], line.split()[2]) for line in log.read_text().splitlines()]
+
+
+async def create(app: str, session_id: str, **arguments: list[bytes]):
+    request = SessionRequest(arguments=dict(arguments))
+    return await runtime.app(app).get_or_create(session_id, request, "token", {"seen_path": "/x"})
+
+
+class TestLifecycle:
+    async def test_hooks_fire_in_order_and_unused_session_is_destroyed_in_time(self, started, hook_log) -> None:
+        session = await create("hooks", "s1", a=[b"1"])
+        assert session.document.get_model_by_name("info").text == "args=['a'] seen_path=/x"
+        assert events(hook_log) == [("on_server_loaded", "-"), ("on_session_created", "s1")]
+        for _ in range(40):  # lifetime 300 ms, checked every 100 ms: gone well within 2 s
+            await asyncio.sleep(0.05)
+            if "s1" not in runtime.app("hooks"):
+                break
+        assert "s1" not in runtime.app("hooks")
+        assert session.destroyed
+        # bokeh serve's order: the app's hook, then callbacks registered on the Document.
+        assert events(hook_log)[2:] == [("on_session_destroyed", "s1"), ("document_on_session_destroyed", "s1")]
+
+    async def test_shutdown_destroys_sessions_then_unloads(self, hook_log, settings) -> None:
+        settings.BOKEHSERVE = {**settings.BOKEHSERVE, "UNUSED_SESSION_LIFETIME": 60_000}
+        runtime.ensure_started()
+        await create("hooks", "s2")
+        await runtime.shutdown()
+        assert [e for e, _ in events(hook_log)] == [
+            "on_server_loaded",
+            "on_session_created",
+            "on_session_destroyed",
+            "document_on_session_destroyed",
+            "on_server_unloaded",
+        ]
+
+    async def test_connected_session_is_not_reaped(self, started) -> None:
+        from bokehserve_django.sessions import SessionConnection
+
+        class NullTransport:
+            async def send_frames(self, frames):
+                pass
+
+            async def close_connection(self, code, reason):
+                pass
+
+        session = await create("echo", "s3")
+        connection = SessionConnection(session, NullTransport())
+        await asyncio.sleep(0.6)
+        assert "s3" in runtime.app("echo")
+        connection.detach()
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if "s3" not in runtime.app("echo"):
+                break
+        assert "s3" not in runtime.app("echo")
+
+    async def test_concurrent_requests_create_one_session(self, started, hook_log) -> None:
+        sessions = await asyncio.gather(*(create("hooks", "same") for _ in range(5)))
+        assert len({id(s) for s in sessions}) == 1
+        assert [e for e, _ in events(hook_log)].count("on_session_created") == 1
+
+    async def test_destroy_drops_the_app_module(self, started) -> None:
+        session = await create("echo", "s4")
+        modules = [m.__name__ for m in session.document.modules._modules]
+        assert modules and all(name in sys.modules for name in modules)
+        await runtime.app("echo").discard(session)
+        assert not any(name in sys.modules for name in modules)
+
+    async def test_app_that_raises_gives_load_error_and_keeps_no_session(self, started) -> None:
+        from bokehserve_django.exceptions import AppLoadError
+
+        with pytest.raises(AppLoadError) as info:
+            await create("raises", "s5")
+        assert "broken on purpose" in info.value.details
+        assert "s5" not in runtime.app("raises")
+        # Other apps are unaffected.
+        assert (await create("echo", "s6")).document.roots
