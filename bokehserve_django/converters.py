@@ -6,6 +6,8 @@ so the apps can be included at the site root without shadowing it.
 
 from __future__ import annotations
 
+from django.urls import register_converter
+
 from . import registry
 
 __all__ = ("AppNameConverter",)
@@ -21,3 +23,7 @@ class AppNameConverter:
 
     def to_url(self, value: str) -> str:
         return value
+
+
+# Registered once, when this module is first imported (by urls.py and routing.py).
+register_converter(AppNameConverter, "bokehapp")

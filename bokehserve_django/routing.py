@@ -14,15 +14,13 @@ from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from django.urls import path, register_converter
+from django.urls import path
 
 from .conf import bokeh_settings
 from .consumers import BokehConsumer
-from .converters import AppNameConverter
+from . import converters  # noqa: F401  (registers the "bokehapp" path converter)
 
 __all__ = ("bokeh_asgi_application", "websocket_urlpatterns")
-
-register_converter(AppNameConverter, "bokehapp")
 
 _prefix = bokeh_settings.prefix
 websocket_urlpatterns = [

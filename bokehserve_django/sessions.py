@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 import time
 import weakref
@@ -435,6 +436,7 @@ class SessionRuntime:
         self._apps: dict[str, AppSessions] = {}
         self._started = False
         self._reaper: asyncio.Task[None] | None = None
+        self._loggers: list[asyncio.Task[None]] = []
         self._gc_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -458,16 +460,25 @@ class SessionRuntime:
         self._reaper = self._loop.create_task(
             self._reap_forever(bokeh_settings.CHECK_UNUSED_SESSIONS, bokeh_settings.UNUSED_SESSION_LIFETIME)
         )
+        self._loggers = [
+            self._loop.create_task(self._log_forever(seconds, log))
+            for seconds, log in (
+                (bokeh_settings.STATS_LOG_FREQUENCY, self.log_stats),
+                (bokeh_settings.MEM_LOG_FREQUENCY, self.log_memory),
+            )
+            if seconds
+        ]
         logger.debug("Session runtime started for apps %s", sorted(self._apps))
 
     async def shutdown(self) -> None:
         """Destroy every session (running on_session_destroyed), then run on_server_unloaded."""
         if not self._started:
             return
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reaper
+        for task in [self._reaper, *self._loggers]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         for app_sessions in self._apps.values():
             for session in app_sessions.sessions:
                 for connection in session.connections:
@@ -516,6 +527,29 @@ class SessionRuntime:
             logger.info("Discarded %d unused session(s)", count)
         return count
 
+    async def _log_forever(self, seconds: int, log: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            log()
+
+    def log_stats(self) -> None:
+        """One line per app: live sessions, connections, created and destroyed so far (as bokeh serve)."""
+        for name, app_sessions in sorted(self._apps.items()):
+            sessions = app_sessions.sessions
+            logger.info(
+                "[pid %d] app %r: %d live session(s), %d connection(s), %d created, %d destroyed",
+                os.getpid(), name, len(sessions), sum(s.connection_count for s in sessions),
+                app_sessions.created_count, app_sessions.destroyed_count,
+            )
+
+    def log_memory(self) -> None:
+        """Resident memory of this process, and the number of live sessions."""
+        logger.info(
+            "[pid %d] memory: %.1f MiB resident, %d live session(s), %d gc objects",
+            os.getpid(), resident_memory() / 2**20, sum(len(a.sessions) for a in self._apps.values()),
+            len(gc.get_objects()),
+        )
+
     def collect_garbage_soon(self, delay: float = 1.0) -> None:
         """Run one gc.collect() shortly, however many documents are destroyed meanwhile."""
         loop = self._loop
@@ -527,6 +561,18 @@ class SessionRuntime:
             gc.collect()
 
         self._gc_handle = loop.call_later(delay, collect)
+
+
+def resident_memory() -> int:
+    """Resident set size of this process in bytes (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 runtime = SessionRuntime()

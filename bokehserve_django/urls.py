@@ -7,15 +7,13 @@ BOKEHSERVE["PREFIX"] (or runbokeh --prefix) is applied here, when the URLconf is
 
 from __future__ import annotations
 
-from django.urls import include, path, register_converter
+from django.urls import include, path
 
 from . import views
 from .conf import bokeh_settings
-from .converters import AppNameConverter
+from . import converters  # noqa: F401  (registers the "bokehapp" path converter)
 
 app_name = "bokehserve_django"
-
-register_converter(AppNameConverter, "bokehapp")
 
 _app_patterns = [
     path("<bokehapp:app_name>/autoload.js", views.autoload_js, name="autoload_js"),

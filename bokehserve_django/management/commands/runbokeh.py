@@ -94,6 +94,14 @@ class Command(BaseCommand):
             help="Show the index even when only one app is served.",
         )
         parser.add_argument("--index", metavar="TEMPLATE", help="A Jinja template file for the index page.")
+        parser.add_argument(
+            "--stats-log-frequency", type=int, metavar="SECONDS",
+            help="Seconds between log lines with session counts per app (0: never).",
+        )
+        parser.add_argument(
+            "--mem-log-frequency", type=int, metavar="SECONDS",
+            help="Seconds between log lines with the server's memory use (0: never).",
+        )
         parser.add_argument("--no-static", action="store_true", help="Do not serve static files (BokehJS) from runbokeh.")
 
     # -- options -> overrides ------------------------------------------------------
@@ -128,6 +136,8 @@ class Command(BaseCommand):
             "include_cookies": "INCLUDE_COOKIES",
             "exclude_cookies": "EXCLUDE_COOKIES",
             "index": "INDEX_TEMPLATE",
+            "stats_log_frequency": "STATS_LOG_FREQUENCY",
+            "mem_log_frequency": "MEM_LOG_FREQUENCY",
         }
         for option, key in mapping.items():
             if options.get(option) is not None:

@@ -1,0 +1,56 @@
+"""System checks: each problem gives its id, message and hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.checks import Error, Warning
+
+from bokehserve_django import registry
+from bokehserve_django.checks import Codes, Hints, Messages, check_configuration, check_deployment
+
+APPS = Path(__file__).resolve().parents[1] / "apps"
+
+
+def test_clean_configuration_passes(settings) -> None:
+    registry.reset()
+    assert check_configuration() == []
+
+
+def test_missing_channel_layers(settings) -> None:
+    del settings.CHANNEL_LAYERS
+    assert Error(Messages.NO_CHANNEL_LAYERS, hint=Hints.NO_CHANNEL_LAYERS, id=Codes.NO_CHANNEL_LAYERS) in check_configuration()
+
+
+def test_missing_bokehjs_finder(settings) -> None:
+    settings.STATICFILES_FINDERS = ["django.contrib.staticfiles.finders.AppDirectoriesFinder"]
+    assert Error(Messages.NO_FINDER, hint=Hints.NO_FINDER, id=Codes.NO_FINDER) in check_configuration()
+
+
+def test_invalid_settings(settings) -> None:
+    settings.BOKEHSERVE = {"NOPE": 1}
+    assert [e.id for e in check_configuration()] == [Codes.BAD_SETTINGS]
+
+
+def test_broken_app(settings) -> None:
+    settings.BOKEHSERVE = {"APPS": {"bad": APPS / "broken" / "syntax_error.py"}}
+    errors = check_configuration()
+    assert [e.id for e in errors] == [Codes.APP_FAILED]
+    assert "'bad'" in errors[0].msg
+    registry.reset()
+
+
+def test_deploy_warnings(settings) -> None:
+    settings.DEBUG = False
+    settings.BOKEHSERVE = {"ALLOWED_ORIGINS": ["*"], "SIGN_SESSIONS": False}
+    assert check_deployment() == [
+        Warning(Messages.ORIGIN_WILDCARD, hint=Hints.ORIGIN_WILDCARD, id=Codes.ORIGIN_WILDCARD),
+        Warning(Messages.IN_MEMORY_LAYER, hint=Hints.IN_MEMORY_LAYER, id=Codes.IN_MEMORY_LAYER),
+        Warning(Messages.UNSIGNED_SESSIONS, hint=Hints.UNSIGNED_SESSIONS, id=Codes.UNSIGNED_SESSIONS),
+    ]
+
+
+def test_no_deploy_warnings_in_debug(settings) -> None:
+    settings.DEBUG = True
+    settings.BOKEHSERVE = {"ALLOWED_ORIGINS": ["*"]}
+    assert check_deployment() == []

@@ -1,0 +1,93 @@
+"""runbokeh: flags -> settings overrides -> daphne Server kwargs, without opening a socket."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from bokehserve_django import registry
+from bokehserve_django.conf import OVERRIDES_ENV, bokeh_settings
+from bokehserve_django.management.commands import runbokeh
+from bokehserve_django.server import BokehDaphneServer
+
+APPS = Path(__file__).resolve().parents[1] / "apps"
+
+
+class RecordingServer:
+    """Stands in for daphne's Server (as daphne's test_cli does): records what it was given."""
+
+    instances: list[RecordingServer] = []
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs = kwargs
+        RecordingServer.instances.append(self)
+
+    def run(self) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    RecordingServer.instances = []
+    monkeypatch.setattr(runbokeh.Command, "server_cls", RecordingServer)
+    monkeypatch.delenv(OVERRIDES_ENV, raising=False)
+    yield RecordingServer
+    os.environ.pop(OVERRIDES_ENV, None)
+    bokeh_settings.reload()
+    registry.reset()
+
+
+def run(*args: str) -> dict:
+    call_command("runbokeh", *args)
+    return RecordingServer.instances[-1].kwargs
+
+
+class TestRunbokeh:
+    def test_defaults_match_bokeh_serve(self, recorder) -> None:
+        kwargs = run(str(APPS / "echo.py"))
+        assert kwargs["endpoints"] == ["tcp:port=5006:interface=127.0.0.1"]
+        assert kwargs["websocket_max_message_size"] == 20 * 1024 * 1024
+        assert kwargs["websocket_max_frame_size"] == 20 * 1024 * 1024
+        assert kwargs["websocket_timeout"] == -1
+        assert kwargs["ping_interval"] == 37
+        assert "echo" in registry.registered_apps()
+        assert bokeh_settings.ALLOWED_ORIGINS[-2:] == ["localhost:5006", "127.0.0.1:5006"]
+
+    def test_flags_become_settings(self, recorder) -> None:
+        kwargs = run(
+            str(APPS / "echo.py"), "--port", "5123", "--allow-websocket-origin", "example.com",
+            "--unused-session-lifetime", "500", "--check-unused-sessions", "100", "--keep-alive", "0",
+            "--websocket-max-message-size", "1000", "--session-token-expiration", "60",
+            "--exclude-cookies", "a,b", "--prefix", "bokeh", "--disable-index-redirect",
+        )
+        assert kwargs["endpoints"] == ["tcp:port=5123:interface=127.0.0.1"]
+        assert kwargs["websocket_max_message_size"] == 1000
+        assert kwargs["ping_interval"] > 10**6  # keep-alive 0: no pings
+        overrides = json.loads(os.environ[OVERRIDES_ENV])
+        assert overrides["UNUSED_SESSION_LIFETIME"] == 500
+        assert overrides["EXCLUDE_COOKIES"] == ["a", "b"]
+        assert bokeh_settings.ALLOWED_ORIGINS[-1] == "example.com"
+        assert bokeh_settings.SESSION_TOKEN_EXPIRATION == 60
+        assert bokeh_settings.prefix == "bokeh"
+        assert bokeh_settings.DISABLE_INDEX_REDIRECT is True
+
+    def test_unix_socket_and_args(self, recorder) -> None:
+        kwargs = run(str(APPS / "echo.py"), "--unix-socket", "/tmp/bokeh.sock", "--args", "--foo", "1")
+        assert kwargs["endpoints"] == ["unix:/tmp/bokeh.sock"]
+        assert registry.registered_apps()["echo"].argv == ["--foo", "1"]
+
+    def test_glob(self, recorder) -> None:
+        run(str(APPS / "e*.py"), "--glob")
+        assert "echo" in registry.registered_apps()
+
+    def test_missing_app_path_is_a_clear_error(self, recorder) -> None:
+        with pytest.raises(CommandError, match="does not exist"):
+            run("/no/such/app.py")
+
+    def test_default_server_is_bokehs_daphne(self) -> None:
+        assert runbokeh.Command.server_cls is None  # resolved to BokehDaphneServer at run time
+        assert issubclass(BokehDaphneServer, __import__("daphne.server").server.Server)
