@@ -91,6 +91,18 @@ async def http_get(host: str, port: int, path: str, timeout: float = 30.0) -> Ht
     return await asyncio.wait_for(_get(), timeout)
 
 
+def _gist(body: bytes, limit: int = 300) -> str:
+    """The informative part of an error page: its <pre> or <title>, else its start."""
+    text = body.decode("utf-8", "replace")
+    for pattern in (r"<pre[^>]*>(.*?)</pre>", r"<title>(.*?)</title>"):
+        match = re.search(pattern, text, re.S | re.I)
+        if match and match.group(1).strip():
+            text = match.group(1)
+            break
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
 def token_from_page(body: bytes) -> str:
     match = _TOKEN_RE.search(body.decode("utf-8", "replace"))
     if match is None:
@@ -202,7 +214,7 @@ class Session:
         page = await http_get(host, port, f"/{app}", timeout=timeout)
         t1 = time.perf_counter()
         if page.status != 200:
-            raise BenchError(f"GET /{app} returned HTTP {page.status}: {page.body[:300]!r}")
+            raise BenchError(f"GET /{app} returned HTTP {page.status}: {_gist(page.body)}")
         token = token_from_page(page.body)
         ws = await connect(
             f"ws://{host}:{port}/{app}/ws",

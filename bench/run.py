@@ -124,7 +124,7 @@ def summarise(raw: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dic
     return out
 
 
-def print_table(summary, kinds: list[str], params: Params) -> list[dict]:
+def print_table(summary, kinds: list[str], params: Params, runs: int) -> list[dict]:
     rows = []
     name_w = max(len(label) for _, label, _, _ in METRICS) + 2
     header = f"{'figure (median over runs, [min-max])':<{name_w}} {'unit':>5}"
@@ -144,7 +144,8 @@ def print_table(summary, kinds: list[str], params: Params) -> list[dict]:
                 continue
             values[kind] = s["median"]
             spread = f"[{fmt(s['min'])}-{fmt(s['max'])}]" if s["n"] > 1 else ""
-            cells.append(f"{fmt(s['median']) + ' ' + spread:>24}")
+            short = "*" if s["n"] < runs else ""
+            cells.append(f"{fmt(s['median']) + short + ' ' + spread:>24}")
         line = f"{label:<{name_w}} {unit:>5} " + " ".join(cells)
         ratio = None
         verdict = ""
@@ -158,6 +159,7 @@ def print_table(summary, kinds: list[str], params: Params) -> list[dict]:
         print(line)
         rows.append({"key": key, "label": label.strip(), "unit": unit, "better": better, **values, "ratio": ratio})
     print()
+    print("* from fewer runs than the others: some runs failed (see the errors below).")
     print(
         f"session open: {params.open_count} sequential opens (+{params.open_concurrent} opened "
         f"{params.open_concurrency} at a time); round trip: {params.rt_count}; memory: "
@@ -190,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         "--django-settings",
         default="bench.django_settings",
         help="DJANGO_SETTINGS_MODULE for runbokeh (default %(default)s: the demo site serving only the bench app)",
+    )
+    parser.add_argument(
+        "--apps-dir", type=Path, default=APPS, help="directory holding widget.py, stream.py, binary.py (default %(default)s)"
     )
     parser.add_argument("--max-minutes", type=float, default=30.0, help="stop starting new work after this long")
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/<stamp>.json)")
@@ -229,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {', '.join(LABELS[k] for k in kinds)}; {repeat} run(s); groups {', '.join(g[0] for g in groups)}")
     print(f"logs: {logdir}")
     current: Server | None = None
+    runs_done = 0
     try:
         for rep in range(repeat):
             if time.monotonic() - started > args.max_minutes * 60:
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in order:
                     server = current = Server(
                         kind,
-                        APPS / f"{app}.py",
+                        args.apps_dir.resolve() / f"{app}.py",
                         logdir / f"run{rep + 1}-{group}-{kind}.log",
                         extra_args=extra[kind],
                         env=env[kind],
@@ -286,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                         + ", ".join(done),
                         flush=True,
                     )
+            runs_done = rep + 1
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"interrupted ({exc!r}); reporting what was measured", file=sys.stderr)
         if current is not None:
@@ -293,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarise(raw)
     print()
-    rows = print_table(summary, kinds, params)
+    rows = print_table(summary, kinds, params, runs_done)
     for kind in kinds:
         ext = info[kind].get("ws_extensions_offered_deflate")
         if ext:
