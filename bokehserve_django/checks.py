@@ -35,6 +35,7 @@ class Messages:
         "so sessions cannot be shared between processes."
     )
     UNSIGNED_SESSIONS = "BOKEHSERVE['SIGN_SESSIONS'] is False while DEBUG is False; anyone can guess session URLs."
+    WEAK_SIGNING_KEY = "BOKEHSERVE['SECRET_KEY'] (or BOKEH_SECRET_KEY) is shorter than 32 characters; tokens can be forged."
 
 
 class Hints:
@@ -51,6 +52,10 @@ class Hints:
     ORIGIN_WILDCARD = "List the origins that embed your apps, e.g. ['example.com', 'app.example.com:8443']."
     IN_MEMORY_LAYER = "Use channels_redis.core.RedisChannelLayer when you run more than one process."
     UNSIGNED_SESSIONS = "Remove SIGN_SESSIONS (it defaults to True when DEBUG is False) or set it to True."
+    WEAK_SIGNING_KEY = (
+        "Remove it to derive the key from Django's SECRET_KEY, or use a long random value, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(48))'."
+    )
 
 
 class Codes:
@@ -61,6 +66,7 @@ class Codes:
     ORIGIN_WILDCARD = "bokehserve_django.W001"
     IN_MEMORY_LAYER = "bokehserve_django.W002"
     UNSIGNED_SESSIONS = "bokehserve_django.W003"
+    WEAK_SIGNING_KEY = "bokehserve_django.W004"
 
 
 @register(Tags.compatibility)
@@ -104,10 +110,13 @@ def _check_apps() -> list[Error]:
 def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     warnings: list[Warning] = []
     if settings.DEBUG:
-        return warnings
+        if signing_key is not None and len(signing_key) < 32:
+        warnings.append(Warning(Messages.WEAK_SIGNING_KEY, hint=Hints.WEAK_SIGNING_KEY, id=Codes.WEAK_SIGNING_KEY))
+    return warnings
     try:
         origins = bokeh_settings.ALLOWED_ORIGINS
         sign_setting = bokeh_settings.SIGN_SESSIONS
+        signing_key = bokeh_settings.SECRET_KEY
     except ImproperlyConfigured:
         return warnings  # reported by check_configuration
     if "*" in origins:
@@ -120,4 +129,6 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
         warnings.append(
             Warning(Messages.UNSIGNED_SESSIONS, hint=Hints.UNSIGNED_SESSIONS, id=Codes.UNSIGNED_SESSIONS)
         )
+    if signing_key is not None and len(signing_key) < 32:
+        warnings.append(Warning(Messages.WEAK_SIGNING_KEY, hint=Hints.WEAK_SIGNING_KEY, id=Codes.WEAK_SIGNING_KEY))
     return warnings

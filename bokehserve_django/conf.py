@@ -67,6 +67,12 @@ DEFAULTS: dict[str, Any] = {
     "EXCLUDE_HEADERS": None,
     "INCLUDE_COOKIES": None,
     "EXCLUDE_COOKIES": None,
+    # Who may open sessions of apps that set no "access" of their own: "public", "login",
+    # {"permissions": [...]}, {"groups": [...]} or a callable(user, request) -> bool.
+    "DEFAULT_ACCESS": "public",
+    # Live sessions one signed-in user / one client address may hold at once (0: no cap).
+    "MAX_SESSIONS_PER_USER": 0,
+    "MAX_SESSIONS_PER_ADDRESS": 0,
     # Index page at the prefix root: disable it, disable the redirect to a single
     # app, or render a custom Jinja template (path to a file) instead of ours.
     "DISABLE_INDEX": False,
@@ -81,6 +87,31 @@ DEFAULTS: dict[str, Any] = {
     "MEM_LOG_FREQUENCY": 0,
 }
 
+def _env_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _env_list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+#: The environment variables ``bokeh serve`` reads for these features, so a deployment moves
+#: over without rewriting its configuration. They override BOKEHSERVE; runbokeh flags
+#: override them.
+BOKEH_ENVIRONMENT: dict[str, tuple[str, Any]] = {
+    "SECRET_KEY": ("BOKEH_SECRET_KEY", str),
+    "SIGN_SESSIONS": ("BOKEH_SIGN_SESSIONS", _env_bool),
+    "ALLOWED_ORIGINS": ("BOKEH_ALLOW_WS_ORIGIN", _env_list),
+    "SESSION_TOKEN_EXPIRATION": ("BOKEH_SESSION_TOKEN_EXPIRATION", int),
+    "RESOURCES": ("BOKEH_RESOURCES", str),
+    "MINIFIED": ("BOKEH_MINIFIED", _env_bool),
+}
+
 #: Keys whose values must be lists of strings (or None where the default is None).
 _LIST_KEYS = {"ALLOWED_ORIGINS", "INCLUDE_HEADERS", "EXCLUDE_HEADERS", "INCLUDE_COOKIES", "EXCLUDE_COOKIES"}
 _INT_KEYS = {
@@ -90,6 +121,8 @@ _INT_KEYS = {
     "KEEP_ALIVE",
     "WEBSOCKET_MAX_MESSAGE_SIZE",
     "MAX_BUFFERS_PER_MESSAGE",
+    "MAX_SESSIONS_PER_USER",
+    "MAX_SESSIONS_PER_ADDRESS",
     "STATS_LOG_FREQUENCY",
     "MEM_LOG_FREQUENCY",
 }
@@ -137,6 +170,14 @@ class BokehServeSettings:
 
     def _resolve(self, name: str) -> Any:
         value = self.user_settings.get(name, DEFAULTS[name])
+        if name in BOKEH_ENVIRONMENT:
+            variable, convert = BOKEH_ENVIRONMENT[name]
+            raw = os.environ.get(variable)
+            if raw is not None and raw != "":
+                try:
+                    value = convert(raw)
+                except ValueError as exc:
+                    raise ImproperlyConfigured(f"{variable}={raw!r} is not valid: {exc}") from exc
         overrides = self.run_overrides
         if name in overrides:
             value = overrides[name]

@@ -16,9 +16,12 @@ from bokeh.server.session import ServerSession
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
+from asgiref.sync import sync_to_async
+
 from . import registry, security, signing
+from .auth import note_revocation, user_for_websocket, user_group
 from .conf import bokeh_settings
-from .exceptions import AppLoadError, AppNotRegistered, InvalidToken
+from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused
 from .protocol import CloseCode, FrameReceiver, MessageTooBig, error_message
 from .requests import from_websocket_scope
 from .sessions import SessionConnection, runtime
@@ -50,12 +53,16 @@ class BokehConsumer(AsyncConsumer):
             await self.send({"type": "websocket.close"})
             return
         token = self.scope["subprotocols"][1]
+        entry = registry.get_app(app_name)
         try:
             info = signing.read_token(token)
+            user = await user_for_websocket(self.scope.get("user"), info.payload)
+            request = from_websocket_scope(self.scope, info.payload, user)
+            if not entry.access.is_public and not await sync_to_async(entry.access.allows_sync)(user, request):
+                raise SessionRefused(f"user {getattr(user, 'pk', None)} has no access ({entry.access.description})")
             app_sessions = runtime.app(app_name)
-            request = from_websocket_scope(self.scope, info.payload)
             session = await app_sessions.get_or_create(info.session_id, request, token, info.payload)
-        except InvalidToken as exc:
+        except (InvalidToken, SessionRefused) as exc:
             logger.warning("Refused WebSocket for app %r: %s", app_name, exc)
             await self.send({"type": "websocket.close"})
             return
@@ -69,6 +76,12 @@ class BokehConsumer(AsyncConsumer):
         )
         await self.send({"type": "websocket.accept", "subprotocol": "bokeh"})
         self.connection = SessionConnection(session, transport=self)
+        self._app_name = app_name
+        self._user_group = None
+        if getattr(user, "is_authenticated", False) and self.channel_layer is not None:
+            # Sign-out anywhere reaches this connection through the user's group.
+            self._user_group = user_group(user.pk)
+            await self.channel_layer.group_add(self._user_group, self.channel_name)
         logger.info("WebSocket opened for session %r of app %r", session.id, app_name)
         await self.connection.send_message(self.connection.protocol.create("ACK"))
 
@@ -135,7 +148,21 @@ class BokehConsumer(AsyncConsumer):
         logger.warning("Closing WebSocket of session %r: %s (%d)", session_id, reason, code)
         await self.close_connection(code, reason)
 
+    async def bokehserve_revoke(self, event: dict[str, Any]) -> None:
+        """The user signed out or was deactivated: their session closes, hooks run."""
+        note_revocation(event["user"], event["at"])
+        connection = self.connection
+        if connection is None or not connection.attached:
+            return
+        session = connection.session
+        logger.info("Closing session %r: its user signed out or lost access", session.id)
+        await runtime.app(self._app_name).discard(
+            session, reason="Signed out", close_code=CloseCode.ACCESS_REVOKED
+        )
+
     async def websocket_disconnect(self, event: dict[str, Any]) -> None:
+        if getattr(self, "_user_group", None) and self.channel_layer is not None:
+            await self.channel_layer.group_discard(self._user_group, self.channel_name)
         if self.connection is not None:
             session_id = self.connection.session.id if self.connection.attached else None
             self.connection.detach()

@@ -28,6 +28,7 @@ from bokeh.document import Document
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from .access import PUBLIC, AccessPolicy, parse_policy
 from .conf import bokeh_settings
 from .exceptions import AppLoadError, AppNotRegistered, InvalidAppSpec
 
@@ -51,6 +52,7 @@ class RegisteredApp:
     options: dict[str, Any] = field(default_factory=dict)
     application: Application | None = None
     load_error: AppLoadError | None = None
+    access: AccessPolicy = PUBLIC
 
     @property
     def static_path(self) -> str | None:
@@ -113,7 +115,12 @@ def _load_all(specs: Mapping[str, Any]) -> dict[str, RegisteredApp]:
                 f"'.' and '/' between segments, and none of {sorted(RESERVED_NAMES)}."
             )
         spec, argv, options = _unpack(name, raw_spec)
-        entry = RegisteredApp(name=name, spec=spec, argv=argv, options=options)
+        access = parse_policy(
+            options.pop("access", bokeh_settings.DEFAULT_ACCESS), f"BOKEHSERVE['APPS'][{name!r}]['access']"
+        )
+        if options:
+            raise InvalidAppSpec(f"BOKEHSERVE['APPS'][{name!r}] has unknown keys {sorted(options)}; use 'app', 'args', 'access'.")
+        entry = RegisteredApp(name=name, spec=spec, argv=argv, options=options, access=access)
         try:
             application = build_application(spec, argv)
         except InvalidAppSpec:

@@ -43,7 +43,7 @@ def _http_headers(request: HttpRequest) -> dict[str, str]:
     return {str(k): str(v) for k, v in request.headers.items()}
 
 
-def from_http_request(request: HttpRequest) -> SessionRequest:
+def from_http_request(request: HttpRequest, user: Any = None) -> SessionRequest:
     """The SessionRequest for a page or autoload.js request (headers and cookies filtered)."""
     return SessionRequest(
         arguments=arguments_from_query(request.META.get("QUERY_STRING", "")),
@@ -55,7 +55,7 @@ def from_http_request(request: HttpRequest) -> SessionRequest:
         protocol=request.scheme or "http",
         remote_ip=request.META.get("REMOTE_ADDR"),
         method=request.method or "GET",
-        user=getattr(request, "user", None),
+        user=user,
     )
 
 
@@ -89,7 +89,7 @@ def _scope_cookies(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: m.value for k, m in cookie.items()}
 
 
-def from_websocket_scope(scope: Mapping[str, Any], token_payload: Mapping[str, Any]) -> SessionRequest:
+def from_websocket_scope(scope: Mapping[str, Any], token_payload: Mapping[str, Any], user: Any = None) -> SessionRequest:
     """The SessionRequest for a session created at WebSocket connect.
 
     Arguments, headers and cookies come from the token when the page request put them
@@ -118,7 +118,7 @@ def from_websocket_scope(scope: Mapping[str, Any], token_payload: Mapping[str, A
         protocol="https" if scheme == "wss" else "http",
         remote_ip=client[0],
         method="GET",
-        user=scope.get("user"),
+        user=user,
     )
 
 

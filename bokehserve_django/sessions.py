@@ -27,7 +27,7 @@ from bokeh.protocol import Protocol
 from bokeh.server.session import ServerSession
 from tornado.ioloop import IOLoop
 
-from .exceptions import AppLoadError, SessionNotFound
+from .exceptions import AppLoadError, SessionNotFound, SessionRefused
 from .protocol import CloseCode, error_message
 
 if TYPE_CHECKING:
@@ -361,6 +361,7 @@ class AppSessions:
     async def _create(
         self, session_id: str, request: SessionRequest | None, token: str, token_payload: dict[str, Any]
     ) -> BokehSession:
+        runtime.check_capacity(request)
         document = Document()
         context = BokehSessionContext(
             session_id, self.server_context, document, request, token_payload, logout_url=self._logout_url
@@ -387,7 +388,13 @@ class AppSessions:
         logger.debug("Created session %r of app %r", session_id, self.name)
         return session
 
-    async def discard(self, session: BokehSession, reason: str = "Session destroyed", only_if_unused: bool = False) -> bool:
+    async def discard(
+        self,
+        session: BokehSession,
+        reason: str = "Session destroyed",
+        only_if_unused: bool = False,
+        close_code: int = CloseCode.SESSION_DESTROYED,
+    ) -> bool:
         """Close the session's connections, run on_session_destroyed, then destroy its document.
 
         The hooks run while the document and the app module are still intact (bokeh serve
@@ -403,7 +410,7 @@ class AppSessions:
         for connection in session.connections:
             connection.detach()
             with contextlib.suppress(Exception):
-                await connection.close(CloseCode.SESSION_DESTROYED, reason)
+                await connection.close(close_code, reason)
         try:
             await self.application.on_session_destroyed(session.context)
         except Exception:
@@ -504,6 +511,33 @@ class SessionRuntime:
     @property
     def apps(self) -> dict[str, AppSessions]:
         return dict(self._apps)
+
+    def check_capacity(self, request: SessionRequest | None) -> None:
+        """Refuse a new session when its user or address already holds the maximum number."""
+        from .conf import bokeh_settings
+
+        if request is None:
+            return
+        per_user, per_address = bokeh_settings.MAX_SESSIONS_PER_USER, bokeh_settings.MAX_SESSIONS_PER_ADDRESS
+        if not per_user and not per_address:
+            return
+        user_pk = getattr(request.user, "pk", None) if getattr(request.user, "is_authenticated", False) else None
+        same_user = same_address = 0
+        for app_sessions in self._apps.values():
+            for session in app_sessions.sessions:
+                other = session.context.request
+                if other is None:
+                    continue
+                if user_pk is not None and getattr(other.user, "pk", None) == user_pk:
+                    same_user += 1
+                if request.remote_ip and other.remote_ip == request.remote_ip:
+                    same_address += 1
+        if per_user and user_pk is not None and same_user >= per_user:
+            raise SessionRefused(f"User {user_pk} already has {same_user} live sessions (MAX_SESSIONS_PER_USER).")
+        if per_address and request.remote_ip and same_address >= per_address:
+            raise SessionRefused(
+                f"Address {request.remote_ip} already has {same_address} live sessions (MAX_SESSIONS_PER_ADDRESS)."
+            )
 
     # -- reaping ----------------------------------------------------------
 

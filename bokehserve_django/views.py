@@ -27,12 +27,15 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
+from asgiref.sync import sync_to_async
+from django.contrib.auth.views import redirect_to_login
 from django.template.loader import render_to_string
 from django.views.static import serve
 
 from . import registry, signing
 from .conf import bokeh_settings
 from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused
+from .auth import token_claims
 from .requests import from_http_request, token_payload_for
 from .resources import resources_for
 from .sessions import BokehSession, runtime
@@ -55,7 +58,31 @@ class _PageSession:
         self.token = token
 
 
-async def open_session(request: HttpRequest, app_name: str) -> _PageSession:
+class AccessDenied(Exception):
+    """Raised when the request's user may not reach the app (``anonymous`` says whether to sign in)."""
+
+    def __init__(self, anonymous: bool) -> None:
+        super().__init__("sign-in required" if anonymous else "permission denied")
+        self.anonymous = anonymous
+
+
+async def check_access(request: HttpRequest, entry: registry.RegisteredApp) -> Any:
+    """The request's user, if the app's access policy lets them in; AccessDenied otherwise."""
+    user = await request.auser() if hasattr(request, "auser") else None
+    if entry.access.is_public:
+        return user
+    if not await sync_to_async(entry.access.allows_sync)(user, request):
+        anonymous = not getattr(user, "is_authenticated", False)
+        logger.info(
+            "Refused %s for app %r: %s (policy: %s)",
+            request.path, entry.name, "not signed in" if anonymous else f"user {user.pk} lacks access",
+            entry.access.description,
+        )
+        raise AccessDenied(anonymous)
+    return user
+
+
+async def open_session(request: HttpRequest, app_name: str, user: Any = None) -> _PageSession:
     """The session this request asks for, created if needed, and a fresh token for it.
 
     The id comes from ``?bokeh-session-id``, the ``Bokeh-Session-Id`` header (what
@@ -69,7 +96,7 @@ async def open_session(request: HttpRequest, app_name: str) -> _PageSession:
     if sum(x is not None for x in (session_id, header_id, given_token)) > 1:
         raise SessionRefused("Give only one of bokeh-session-id, the Bokeh-Session-Id header and bokeh-token.")
     session_id = session_id or header_id
-    session_request = from_http_request(request)
+    session_request = from_http_request(request, user)
     if given_token is not None:
         info = signing.read_token(given_token)
         session_id, payload, token = info.session_id, info.payload, given_token
@@ -79,7 +106,7 @@ async def open_session(request: HttpRequest, app_name: str) -> _PageSession:
                 raise SessionRefused("This server needs a bokeh-session-id; it does not generate session ids.")
             session_id = signing.generate_session_id()
         signing.check_session_id(session_id)
-        extra = application.process_request(session_request) or {}
+        extra = {**(application.process_request(session_request) or {}), **token_claims(user)}
         payload = token_payload_for(session_request, extra)
         token = signing.generate_token(session_id, extra_payload=payload)
         payload = signing.read_token(token).payload
@@ -111,9 +138,14 @@ def _lookup(app_name: str) -> registry.RegisteredApp:
 
 async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
     """``/<app>``: bokeh's page for a new (or named) session, or the app's own template."""
-    _lookup(app_name)
+    entry = _lookup(app_name)
     try:
-        page_session = await open_session(request, app_name)
+        user = await check_access(request, entry)
+        page_session = await open_session(request, app_name, user)
+    except AccessDenied as exc:
+        if exc.anonymous:
+            return redirect_to_login(request.get_full_path())
+        return HttpResponseForbidden("You do not have access to this application.\n", content_type="text/plain")
     except AppLoadError as exc:
         return _load_error_page(request, exc)
     except (InvalidToken, SessionRefused) as exc:
@@ -140,7 +172,7 @@ def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:
 
 async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
     """``/<app>/autoload.js``: the script behind ``server_document()``/``server_session()`` embeds."""
-    _lookup(app_name)
+    entry = _lookup(app_name)
     if request.method == "OPTIONS":
         response = HttpResponse(status=200)
         response["Access-Control-Allow-Methods"] = "GET, OPTIONS"
@@ -157,7 +189,10 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
             return _cors(HttpResponseBadRequest("bokeh-absolute-url must be an http(s) URL\n"), request)
         server_url = f"{parts.scheme}://{parts.netloc}"
     try:
-        page_session = await open_session(request, app_name)
+        user = await check_access(request, entry)
+        page_session = await open_session(request, app_name, user)
+    except AccessDenied as exc:
+        return _cors(HttpResponseForbidden(f"Access denied: {exc}\n", content_type="text/plain"), request)
     except AppLoadError as exc:
         return _cors(_load_error_page(request, exc), request)
     except (InvalidToken, SessionRefused) as exc:
@@ -174,6 +209,10 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
 async def metadata(request: HttpRequest, app_name: str) -> JsonResponse:
     """``/<app>/metadata``: the app URL and its Application(metadata=...)."""
     entry = _lookup(app_name)
+    try:
+        await check_access(request, entry)
+    except AccessDenied as exc:
+        return JsonResponse({"error": f"access denied: {exc}"}, status=403)
     try:
         application = entry.check_loaded()
     except AppLoadError:

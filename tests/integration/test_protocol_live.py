@@ -196,7 +196,10 @@ async def test_patch_doc_reaches_other_connections_of_the_session(peers):
     await second.pull()
     await round_trip(first, "to both")
     deadline = time.monotonic() + TIMEOUT
-    while model(second.doc, "output").text != "TO BOTH" and time.monotonic() < deadline:
+    def seen() -> bool:
+        return model(second.doc, "output").text == "TO BOTH" and model(second.doc, "text_input").value == "to both"
+
+    while not seen() and time.monotonic() < deadline:
         message, _ = await second.recv_until("PATCH-DOC")
         message.apply_to_document(second.doc)
     assert model(second.doc, "text_input").value == "to both"

@@ -88,6 +88,15 @@ class Command(BaseCommand):
                 f"--exclude-{kind}", type=_csv, metavar="A,B",
                 help=f"These request {kind} stay out of session tokens.",
             )
+        parser.add_argument(
+            "--session-ids", choices=("unsigned", "signed", "external-signed"),
+            help="unsigned: any id; signed: ids must carry a signature; external-signed: signed, and pages "
+            "must bring an id (the server generates none). Default: signed unless DEBUG.",
+        )
+        parser.add_argument(
+            "--auth-module", help=argparse.SUPPRESS,
+        )
+        parser.add_argument("--cookie-secret", help=argparse.SUPPRESS)
         parser.add_argument("--disable-index", action="store_true", help="Serve no index page at /.")
         parser.add_argument(
             "--disable-index-redirect", action="store_true",
@@ -142,6 +151,19 @@ class Command(BaseCommand):
         for option, key in mapping.items():
             if options.get(option) is not None:
                 overrides[key] = options[option]
+        if options["auth_module"]:
+            raise CommandError(
+                "--auth-module is not supported: sign-in is Django's here. Protect apps with an access policy "
+                "instead, e.g. BOKEHSERVE['APPS']['myapp'] = {'app': ..., 'access': 'login'} (see docs/security.md)."
+            )
+        if options["cookie_secret"]:
+            raise CommandError(
+                "--cookie-secret is not needed: Django's SECRET_KEY signs cookies, and session tokens are "
+                "signed with BOKEHSERVE['SECRET_KEY'] (derived from SECRET_KEY by default)."
+            )
+        if options["session_ids"]:
+            overrides["SIGN_SESSIONS"] = options["session_ids"] != "unsigned"
+            overrides["GENERATE_SESSION_IDS"] = options["session_ids"] != "external-signed"
         if options["disable_index"]:
             overrides["DISABLE_INDEX"] = True
         if options["disable_index_redirect"]:
@@ -160,6 +182,11 @@ class Command(BaseCommand):
         registry.reset()
         if not getattr(settings, "ASGI_APPLICATION", None):
             raise CommandError("You have not set ASGI_APPLICATION, which is needed to run the server.")
+        if not settings.DEBUG and not settings.ALLOWED_HOSTS:
+            raise CommandError(
+                "ALLOWED_HOSTS is empty while DEBUG is False, so every request would be refused. "
+                "Set ALLOWED_HOSTS to the names this server answers to."
+            )
         self._configure_logging(options["log_level"])
         if options["dev"]:
             autoreload.autoreload_started.connect(self._watch_app_files)
