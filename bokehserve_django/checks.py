@@ -110,9 +110,7 @@ def _check_apps() -> list[Error]:
 def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     warnings: list[Warning] = []
     if settings.DEBUG:
-        if signing_key is not None and len(signing_key) < 32:
-        warnings.append(Warning(Messages.WEAK_SIGNING_KEY, hint=Hints.WEAK_SIGNING_KEY, id=Codes.WEAK_SIGNING_KEY))
-    return warnings
+        return warnings
     try:
         origins = bokeh_settings.ALLOWED_ORIGINS
         sign_setting = bokeh_settings.SIGN_SESSIONS
