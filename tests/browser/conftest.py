@@ -1,0 +1,47 @@
+"""Fixtures for the browser tests: headless Debian Chromium via sync Playwright, one demo server per module.
+
+The Playwright fixture is module-scoped on purpose, not session-scoped: while a sync
+Playwright instance is alive it marks its asyncio loop as running in the main thread, which
+would break the pytest-asyncio tests of modules that run after this folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, PageWatcher
+from tests.live import LiveServer
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveServer]:
+    """One ``runbokeh`` process serving the demo site (demo_project.settings) for the module."""
+    server = LiveServer(settings="demo_project.settings")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def watch(page: Page) -> PageWatcher:
+    """The test's page, with problem collection and BokehJS helpers."""
+    return PageWatcher(page)
