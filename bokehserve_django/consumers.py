@@ -122,8 +122,13 @@ class BokehConsumer(AsyncConsumer):
         except (MessageError, ProtocolError, ValidationError) as exc:
             await self._close(CloseCode.PROTOCOL_ERROR, f"Protocol error: {exc}")
             return
-        if message is not None:
+        if message is None:
+            return
+        try:
             await self._handle(message)
+        except Exception:
+            logger.error("Internal error handling %s", message.msgtype, exc_info=True)
+            await self._close(CloseCode.INTERNAL_ERROR, "Internal server error")
 
     async def _handle(self, message: Any) -> None:
         connection = self.connection

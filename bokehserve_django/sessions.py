@@ -567,14 +567,24 @@ class SessionRuntime:
             log()
 
     def log_stats(self) -> None:
-        """One line per app: live sessions, connections, created and destroyed so far (as bokeh serve)."""
+        """One line: live sessions and connections per app in this process (as bokeh serve's stats log)."""
+        parts = []
         for name, app_sessions in sorted(self._apps.items()):
             sessions = app_sessions.sessions
-            logger.info(
-                "[pid %d] app %r: %d live session(s), %d connection(s), %d created, %d destroyed",
-                os.getpid(), name, len(sessions), sum(s.connection_count for s in sessions),
-                app_sessions.created_count, app_sessions.destroyed_count,
-            )
+            parts.append(f"{name}={len(sessions)}/{sum(s.connection_count for s in sessions)}")
+        logger.info("[pid %d] live sessions/connections per app: %s", os.getpid(), ", ".join(parts) or "none")
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per app: live sessions, open connections, sessions created and destroyed so far."""
+        return {
+            name: {
+                "sessions": len(app_sessions.sessions),
+                "connections": sum(s.connection_count for s in app_sessions.sessions),
+                "created": app_sessions.created_count,
+                "destroyed": app_sessions.destroyed_count,
+            }
+            for name, app_sessions in sorted(self._apps.items())
+        }
 
     def log_memory(self) -> None:
         """Resident memory of this process, and the number of live sessions."""

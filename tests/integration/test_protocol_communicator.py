@@ -42,22 +42,24 @@ class Peer:
         self.token = token
         self.doc: Document | None = None
 
-    async def frame(self, timeout: float = TIMEOUT) -> str | bytes:
-        output = await self.communicator.receive_output(timeout)
+    async def frame(self, seconds: float = TIMEOUT) -> str | bytes:
+        output = await self.communicator.receive_output(seconds)
         assert output["type"] == "websocket.send", f"expected a frame, got {output!r}"
         if output.get("text") is not None:
             return output["text"]
         return output["bytes"]
 
-    async def recv(self, timeout: float = TIMEOUT) -> Any:
-        header_json = await self.frame(timeout)
-        metadata_json = await self.frame(timeout)
-        content_json = await self.frame(timeout)
-        assert isinstance(header_json, str) and isinstance(metadata_json, str) and isinstance(content_json, str)
+    async def recv(self, seconds: float = TIMEOUT) -> Any:
+        header_json = await self.frame(seconds)
+        metadata_json = await self.frame(seconds)
+        content_json = await self.frame(seconds)
+        assert (
+            isinstance(header_json, str) and isinstance(metadata_json, str) and isinstance(content_json, str)
+        )
         message = PROTOCOL.assemble(header_json, metadata_json, content_json)
         for _ in range(message.header.get("num_buffers", 0)):
-            buffer_header = await self.frame(timeout)
-            payload = await self.frame(timeout)
+            buffer_header = await self.frame(seconds)
+            payload = await self.frame(seconds)
             assert isinstance(buffer_header, str) and isinstance(payload, bytes)
             message.assemble_buffer(json.loads(buffer_header), payload)
         return message
@@ -85,10 +87,10 @@ class Peer:
             frames += [json.dumps(buffer.ref), buffer.to_bytes()]
         await self.send_frames(*frames)
 
-    async def expect_close(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async def expect_close(self, seconds: float = TIMEOUT) -> dict[str, Any]:
         """Skip frames until the server closes; return the websocket.close event."""
         for _ in range(100):
-            output = await self.communicator.receive_output(timeout)
+            output = await self.communicator.receive_output(seconds)
             if output["type"] == "websocket.close":
                 return output
         raise AssertionError("the server kept sending and never closed")
@@ -133,7 +135,9 @@ def set_text(text: str):
 
 def model_changes(message: Any) -> list[tuple[str, Any]]:
     """(attr, new) of each ModelChanged event in a PATCH-DOC's content."""
-    return [(e.get("attr"), e.get("new")) for e in message.content["events"] if e.get("kind") == "ModelChanged"]
+    return [
+        (e.get("attr"), e.get("new")) for e in message.content["events"] if e.get("kind") == "ModelChanged"
+    ]
 
 
 async def round_trip(peer: Peer, text: str) -> None:
@@ -343,9 +347,13 @@ def _refusal_cases() -> list[Any]:
         pytest.param({"token": "eyJub3QiOiAiYSB0b2tlbiJ9"}, id="token-without-session-id"),
         pytest.param({"token": lambda: make_token("bad/id!")}, id="malformed-session-id"),
         pytest.param({"token": lambda: make_token(expiration=-10)}, id="expired-token"),
-        pytest.param({"headers": [(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1")]}, id="bad-origin"),
+        pytest.param(
+            {"headers": [(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1")]}, id="bad-origin"
+        ),
         pytest.param({"headers": [(b"origin", b"null"), (b"host", b"127.0.0.1")]}, id="null-origin"),
-        pytest.param({"headers": [(b"origin", b"http://evil.example"), (b"host", b"evil.example")]}, id="rebinding"),
+        pytest.param(
+            {"headers": [(b"origin", b"http://evil.example"), (b"host", b"evil.example")]}, id="rebinding"
+        ),
         pytest.param({"headers": [(b"host", b"evil.example")]}, id="host-not-allowed"),
         pytest.param({"headers": []}, id="no-host"),
     ]
@@ -355,7 +363,7 @@ def _refusal_cases() -> list[Any]:
 async def test_refused_before_accept(open_ws, case):
     kwargs = {key: value() if callable(value) else value for key, value in case.items()}
     communicator = open_ws(**kwargs)
-    connected, code = await communicator.connect(timeout=TIMEOUT)
+    connected, _code = await communicator.connect(timeout=TIMEOUT)
     assert not connected, "the upgrade was accepted"
     assert len(runtime.app("echo").sessions) == 0, "a refused upgrade created a session"
 
@@ -394,18 +402,28 @@ MALFORMED = [
     pytest.param(["not json", "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="header-not-json"),
     pytest.param(["[1, 2]", "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="header-is-a-list"),
     pytest.param(['"PULL-DOC-REQ"', "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="header-is-a-string"),
-    pytest.param(['{"msgtype": "PULL-DOC-REQ"}', "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="header-without-msgid"),
+    pytest.param(
+        ['{"msgtype": "PULL-DOC-REQ"}', "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="header-without-msgid"
+    ),
     pytest.param([_header(msgtype="EXPLODE"), "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="unknown-msgtype"),
     pytest.param([_header(msgtype="ACK"), "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="server-only-msgtype"),
-    pytest.param([_header(msgtype="é" * 200), "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="long-unicode-msgtype"),
+    pytest.param(
+        [_header(msgtype="é" * 200), "{}", "{}"], CloseCode.PROTOCOL_ERROR, id="long-unicode-msgtype"
+    ),
     pytest.param([b"\x00\x01binary header"], CloseCode.PROTOCOL_ERROR, id="binary-header"),
     pytest.param([_header(), b"\x00binary metadata"], CloseCode.PROTOCOL_ERROR, id="binary-metadata"),
     pytest.param([_header(), "{}", b"\x00binary content"], CloseCode.PROTOCOL_ERROR, id="binary-content"),
     pytest.param([_header(), "{}", "{not json"], CloseCode.PROTOCOL_ERROR, id="content-not-json"),
-    pytest.param([_header(num_buffers=-1), "{}", _EVENTS], CloseCode.PROTOCOL_ERROR, id="negative-num-buffers"),
-    pytest.param([_header(num_buffers="1"), "{}", _EVENTS], CloseCode.PROTOCOL_ERROR, id="string-num-buffers"),
+    pytest.param(
+        [_header(num_buffers=-1), "{}", _EVENTS], CloseCode.PROTOCOL_ERROR, id="negative-num-buffers"
+    ),
+    pytest.param(
+        [_header(num_buffers="1"), "{}", _EVENTS], CloseCode.PROTOCOL_ERROR, id="string-num-buffers"
+    ),
     pytest.param([_header(num_buffers=1.5), "{}", _EVENTS], CloseCode.PROTOCOL_ERROR, id="float-num-buffers"),
-    pytest.param([_header(num_buffers=10**12), "{}", _EVENTS], CloseCode.MESSAGE_TOO_BIG, id="huge-num-buffers"),
+    pytest.param(
+        [_header(num_buffers=10**12), "{}", _EVENTS], CloseCode.MESSAGE_TOO_BIG, id="huge-num-buffers"
+    ),
     pytest.param(
         [_header(num_buffers=1), "{}", _EVENTS, '{"id": "b1"}', "text where binary is due"],
         CloseCode.PROTOCOL_ERROR,
@@ -417,7 +435,9 @@ MALFORMED = [
         id="binary-buffer-header",
     ),
     pytest.param(
-        [_header(num_buffers=1), "{}", _EVENTS, "not json"], CloseCode.PROTOCOL_ERROR, id="buffer-header-not-json"
+        [_header(num_buffers=1), "{}", _EVENTS, "not json"],
+        CloseCode.PROTOCOL_ERROR,
+        id="buffer-header-not-json",
     ),
     pytest.param(
         [_header(num_buffers=1), "{}", _EVENTS, '{"id": 7}'], CloseCode.PROTOCOL_ERROR, id="buffer-id-not-str"

@@ -7,6 +7,7 @@ frame by frame; ``bokeh.client`` checks that Bokeh's own Python client works aga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -41,8 +42,8 @@ class Peer(RawBokehClient):
 
     doc: Document | None = None
 
-    async def recv(self, timeout: float = TIMEOUT) -> Any:
-        return await asyncio.wait_for(super().recv(), timeout)
+    async def recv(self, seconds: float = TIMEOUT) -> Any:
+        return await asyncio.wait_for(super().recv(), seconds)
 
     async def recv_until(self, msgtype: str, limit: int = 20) -> tuple[Any, list[Any]]:
         before = []
@@ -76,11 +77,11 @@ class Peer(RawBokehClient):
             self.doc.remove_on_change(collect)
         return PROTOCOL.create("PATCH-DOC", events)
 
-    async def closed(self, timeout: float = TIMEOUT) -> list[Any]:
+    async def closed(self, seconds: float = TIMEOUT) -> list[Any]:
         """Read until the server closes the connection; return the frames that came first."""
         frames = []
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 while True:
                     frames.append(await self.ws.recv())
         except ConnectionClosed:
@@ -94,8 +95,12 @@ def ws_url(server: LiveServer, app: str = "echo") -> str:
 async def connect(server: LiveServer, token: str | None = None, app: str = "echo", **kwargs: Any) -> Peer:
     """An accepted connection (subprotocol "bokeh", ACK first)."""
     ws = await websockets.connect(
-        ws_url(server, app), subprotocols=["bokeh", token or make_token()], max_size=None,
-        open_timeout=TIMEOUT, close_timeout=5, **kwargs,
+        ws_url(server, app),
+        subprotocols=["bokeh", token or make_token()],
+        max_size=None,
+        open_timeout=TIMEOUT,
+        close_timeout=5,
+        **kwargs,
     )
     peer = Peer(ws)
     assert ws.subprotocol == "bokeh"
@@ -111,7 +116,9 @@ def model(doc: Document, name: str) -> Any:
 
 
 def model_changes(message: Any) -> list[tuple[str, Any]]:
-    return [(e.get("attr"), e.get("new")) for e in message.content["events"] if e.get("kind") == "ModelChanged"]
+    return [
+        (e.get("attr"), e.get("new")) for e in message.content["events"] if e.get("kind") == "ModelChanged"
+    ]
 
 
 def set_text(text: str):
@@ -155,10 +162,8 @@ async def peers(server):
 
     yield open_
     for peer in opened:
-        try:
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(peer.close(), 5)
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------------------
@@ -197,8 +202,12 @@ async def test_patch_doc_reaches_other_connections_of_the_session(peers):
     await second.pull()
     await round_trip(first, "to both")
     deadline = time.monotonic() + TIMEOUT
+
     def seen() -> bool:
-        return model(second.doc, "output").text == "TO BOTH" and model(second.doc, "text_input").value == "to both"
+        return (
+            model(second.doc, "output").text == "TO BOTH"
+            and model(second.doc, "text_input").value == "to both"
+        )
 
     while not seen() and time.monotonic() < deadline:
         message, _ = await second.recv_until("PATCH-DOC")
@@ -261,7 +270,9 @@ async def test_failing_patch_gets_error_without_traceback(peers):
 async def test_refused_upgrade(server, subprotocols, kwargs):
     log_start = len(server.log)
     with pytest.raises(InvalidStatus) as info:
-        ws = await websockets.connect(ws_url(server), subprotocols=subprotocols(), open_timeout=TIMEOUT, **kwargs)
+        ws = await websockets.connect(
+            ws_url(server), subprotocols=subprotocols(), open_timeout=TIMEOUT, **kwargs
+        )
         await ws.close()
     assert info.value.response.status_code == 403
     assert "Traceback" not in server.log[log_start:], "a refusal logged a traceback"
@@ -272,8 +283,12 @@ async def test_refused_upgrade_for_host_not_in_allowed_hosts(server):
     url = f"ws://evil.example:{server.port}/echo/ws"
     with pytest.raises(InvalidStatus) as info:
         ws = await websockets.connect(
-            url, host="127.0.0.1", port=server.port, subprotocols=["bokeh", make_token()],
-            origin=f"http://evil.example:{server.port}", open_timeout=TIMEOUT,
+            url,
+            host="127.0.0.1",
+            port=server.port,
+            subprotocols=["bokeh", make_token()],
+            origin=f"http://evil.example:{server.port}",
+            open_timeout=TIMEOUT,
         )
         await ws.close()
     assert info.value.response.status_code == 403
@@ -282,8 +297,9 @@ async def test_refused_upgrade_for_host_not_in_allowed_hosts(server):
 async def test_refused_upgrade_for_unknown_app(server):
     log_start = len(server.log)
     with pytest.raises(InvalidStatus) as info:
-        ws = await websockets.connect(ws_url(server, "no-such-app"), subprotocols=["bokeh", make_token()],
-                                      open_timeout=TIMEOUT)
+        ws = await websockets.connect(
+            ws_url(server, "no-such-app"), subprotocols=["bokeh", make_token()], open_timeout=TIMEOUT
+        )
         await ws.close()
     status = info.value.response.status_code
     assert status in (403, 404), f"unknown app answered {status} (expected a refusal, not a server error)"
@@ -308,7 +324,9 @@ async def test_big_buffer_client_to_server(peers):
     await peer.send(patch)
     ok, before = await peer.recv_until("OK")
     assert ok.header["reqid"] == patch.header["msgid"]
-    received = [new for m in before if m.msgtype == "PATCH-DOC" for attr, new in model_changes(m) if attr == "text"]
+    received = [
+        new for m in before if m.msgtype == "PATCH-DOC" for attr, new in model_changes(m) if attr == "text"
+    ]
     assert received == [f"{BIG}:{float(values.sum())}"]
     await round_trip(peer, "after big")
 
@@ -355,9 +373,13 @@ _EVENTS = json.dumps({"events": []})
         pytest.param([_header(), "{}", "{not json"], id="content-not-json"),
         pytest.param([_header(num_buffers=-1), "{}", _EVENTS], id="negative-num-buffers"),
         pytest.param([_header(num_buffers=10**12), "{}", _EVENTS], id="huge-num-buffers"),
-        pytest.param([_header(num_buffers=1), "{}", _EVENTS, '{"id": "b"}', "text payload"], id="text-buffer"),
+        pytest.param(
+            [_header(num_buffers=1), "{}", _EVENTS, '{"id": "b"}', "text payload"], id="text-buffer"
+        ),
         pytest.param([_header(num_buffers=1), "{}", _EVENTS, '{"ref": "b"}'], id="bad-buffer-header"),
-        pytest.param([_header(num_buffers=1), "{}", _EVENTS, b"binary buffer header"], id="binary-buffer-header"),
+        pytest.param(
+            [_header(num_buffers=1), "{}", _EVENTS, b"binary buffer header"], id="binary-buffer-header"
+        ),
     ],
 )
 async def test_malformed_frames_close_only_that_connection(peers, frames):
@@ -429,7 +451,9 @@ async def test_message_under_the_small_limit_is_accepted(peers, small_server):
     patch = peer.patch(change)
     await peer.send(patch)
     _, before = await peer.recv_until("OK")
-    texts = [new for m in before if m.msgtype == "PATCH-DOC" for attr, new in model_changes(m) if attr == "text"]
+    texts = [
+        new for m in before if m.msgtype == "PATCH-DOC" for attr, new in model_changes(m) if attr == "text"
+    ]
     assert texts == [f"5000:{float(values.sum())}"]
 
 
@@ -438,7 +462,9 @@ async def test_message_under_the_small_limit_is_accepted(peers, small_server):
 # ---------------------------------------------------------------------------
 
 
-def run_until(session: Any, io_loop: IOLoop, model_: Any, attr: str, predicate, timeout: float = TIMEOUT) -> None:
+def run_until(
+    session: Any, io_loop: IOLoop, model_: Any, attr: str, predicate, timeout: float = TIMEOUT
+) -> None:
     """Run the client's loop, applying the server's PATCH-DOCs, until ``predicate(model_)``; closes the session.
 
     bokeh.client drops PATCH-DOCs that arrive while it waits for a reply (its WAITING_FOR_REPLY

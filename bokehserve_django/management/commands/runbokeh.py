@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import webbrowser
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -208,9 +209,9 @@ class Command(BaseCommand):
         for entry in registry.registered_apps().values():
             for path in entry.source_paths:
                 if os.path.isdir(path):
-                    sender.watch_dir(path, "**/*")
+                    sender.watch_dir(Path(path), "**/*")
                 else:
-                    sender.extra_files.add(path)
+                    sender.extra_files.add(Path(path))
 
     def inner_run(self, **options: Any) -> None:
         from bokehserve_django.server import BokehDaphneServer
@@ -234,7 +235,8 @@ class Command(BaseCommand):
         server = server_cls(
             application=application,
             endpoints=endpoints,
-            signal_handlers=True,
+            # Under --dev the server runs in the reloader's thread, where signals cannot be handled.
+            signal_handlers=not options["dev"],
             http_timeout=None,
             websocket_timeout=-1,  # Bokeh sessions may stay open for days
             websocket_connect_timeout=30,

@@ -1,0 +1,512 @@
+"""HTTP side of the apps: pages, autoload.js, metadata, app static files, the index, session selection.
+
+Most tests use Django's async test client in-process (the session runtime then runs on the
+test's loop and is shut down after each test); the static-file and resource URL checks also
+run against a real runbokeh process, where the ASGI static files handler is in front.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import textwrap
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bokeh.document import Document
+from bokeh.protocol import Protocol
+from bokeh.util.token import get_session_id
+from channels.testing import WebsocketCommunicator
+
+from bokehserve_django.sessions import runtime
+from tests.asgi import application
+from tests.bokeh_client import make_token
+from tests.live import LiveServer
+
+PROTOCOL = Protocol()
+TIMEOUT = 10
+WS_HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+TOKEN_RE = re.compile(r'"token":\s*"([A-Za-z0-9_\-.]+)"')
+SCRIPT_RE = re.compile(r'<script[^>]+src="([^"]+)"')
+
+
+# ---------------------------------------------------------------------------
+# Fixtures and helpers
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fresh_runtime():
+    """The process-global session runtime, shut down after the test (it is bound to this test's loop)."""
+    yield runtime
+    await runtime.shutdown()
+
+
+@pytest.fixture
+def hook_log(tmp_path, monkeypatch) -> Path:
+    """The file tests/apps/hooks records lifecycle calls to."""
+    path = tmp_path / "hooks.log"
+    path.touch()
+    monkeypatch.setenv("BOKEHSERVE_TEST_HOOK_LOG", str(path))
+    return path
+
+
+def sessions_of(app: str) -> list[Any]:
+    return runtime.app(app).sessions
+
+
+def token_in(html: str) -> str:
+    match = TOKEN_RE.search(html)
+    assert match, "no session token in the response"
+    return match.group(1)
+
+
+def page_text(response: Any) -> str:
+    return response.content.decode("utf-8")
+
+
+async def pull_document(token: str, path: str) -> Document:
+    """Open the WebSocket with ``token`` (in-process), PULL the document and close."""
+    communicator = WebsocketCommunicator(application, path, headers=WS_HEADERS, subprotocols=["bokeh", token])
+    try:
+        connected, subprotocol = await communicator.connect(timeout=TIMEOUT)
+        assert connected, f"WebSocket refused ({subprotocol})"
+
+        async def recv() -> Any:
+            header = await communicator.receive_from(TIMEOUT)
+            metadata = await communicator.receive_from(TIMEOUT)
+            content = await communicator.receive_from(TIMEOUT)
+            message = PROTOCOL.assemble(header, metadata, content)
+            for _ in range(message.header.get("num_buffers", 0)):
+                buffer_header = json.loads(await communicator.receive_from(TIMEOUT))
+                message.assemble_buffer(buffer_header, await communicator.receive_from(TIMEOUT))
+            return message
+
+        assert (await recv()).msgtype == "ACK"
+        request = PROTOCOL.create("PULL-DOC-REQ")
+        for frame in (request.header_json, request.metadata_json, request.content_json):
+            await communicator.send_to(text_data=frame)
+        reply = await recv()
+        assert reply.msgtype == "PULL-DOC-REPLY"
+        doc = Document()
+        reply.push_to_document(doc)
+        return doc
+    finally:
+        await communicator.disconnect(timeout=TIMEOUT)
+
+
+def raw_get(server: LiveServer, path: str, method: str = "GET") -> tuple[int, bytes]:
+    """A request with the path sent exactly as given (no client-side normalisation of ``..``)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+STATIC_APP_MAIN = textwrap.dedent(
+    """
+    from bokeh.io import curdoc
+    from bokeh.models import Div
+
+    curdoc().add_root(Div(name="hello", text="static app"))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def static_app(tmp_path_factory) -> Path:
+    """A directory app with a static/ folder, and a secret file next to it that must stay private."""
+    root = tmp_path_factory.mktemp("apps")
+    app = root / "staticapp"
+    (app / "static").mkdir(parents=True)
+    (app / "main.py").write_text(STATIC_APP_MAIN)
+    (app / "static" / "hello.txt").write_text("hello from static\n")
+    (app / "secret.txt").write_text("TOP-SECRET app file\n")
+    (root / "secret.txt").write_text("TOP-SECRET outside file\n")
+    return app
+
+
+@pytest.fixture(scope="module")
+def static_server(static_app):
+    """runbokeh serving tests/settings.py's apps plus the static app."""
+    live = LiveServer(str(static_app))
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def with_static_app(settings, static_app):
+    settings.BOKEHSERVE = {
+        **settings.BOKEHSERVE,
+        "APPS": {**settings.BOKEHSERVE["APPS"], "staticapp": static_app},
+    }
+    return static_app
+
+
+#: Paths into an app's static folder that try to escape it or carry a NUL byte.
+ODD_STATIC_PATHS = [
+    "/{app}/static/%00",
+    "/{app}/static/hello.txt%00",
+    "/{app}/static/%00/../hello.txt",
+    "/{app}/static/../secret.txt",
+    "/{app}/static/../../secret.txt",
+    "/{app}/static/..%2fsecret.txt",
+    "/{app}/static/%2e%2e/secret.txt",
+    "/{app}/static/%2e%2e%2f%2e%2e%2fsecret.txt",
+    "/{app}/static/..%5csecret.txt",
+    "/{app}/static//etc/passwd",
+    "/{app}/static/%2fetc%2fpasswd",
+]
+
+
+# ---------------------------------------------------------------------------
+# The app page
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/echo", "/echo/"])
+async def test_app_page(async_client, fresh_runtime, path):
+    response = await async_client.get(path)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    html = page_text(response)
+    token = token_in(html)
+    assert get_session_id(token) in runtime.app("echo")
+    scripts = SCRIPT_RE.findall(html)
+    assert "/static/bokeh/js/bokeh.min.js" in scripts
+    assert all(src.startswith("/static/bokeh/js/") for src in scripts), scripts
+    assert "data-root-id=" in html
+    # No document state in the HTML: it comes over the WebSocket.
+    assert "text_input" not in html
+
+
+async def test_each_page_request_opens_a_new_session(async_client, fresh_runtime):
+    first = token_in(page_text(await async_client.get("/echo")))
+    second = token_in(page_text(await async_client.get("/echo")))
+    assert get_session_id(first) != get_session_id(second)
+    assert len(sessions_of("echo")) == 2
+
+
+async def test_page_session_is_the_one_the_websocket_joins(async_client, fresh_runtime):
+    token = token_in(page_text(await async_client.get("/echo")))
+    doc = await pull_document(token, "/echo/ws")
+    assert doc.get_model_by_name("text_input") is not None
+    assert len(sessions_of("echo")) == 1
+
+
+def test_page_resources_answer_on_the_live_server(server):
+    with urllib.request.urlopen(server.url + "/echo", timeout=TIMEOUT) as response:
+        assert response.status == 200
+        html = response.read().decode()
+    scripts = SCRIPT_RE.findall(html)
+    assert scripts and all(src.startswith("/static/bokeh/js/") for src in scripts), scripts
+    for src in scripts:
+        with urllib.request.urlopen(server.url + src, timeout=TIMEOUT) as response:
+            assert response.status == 200, src
+            assert "javascript" in response.headers["Content-Type"], src
+            assert len(response.read()) > 1000, src
+
+
+def test_slash_page_on_the_live_server(server):
+    with urllib.request.urlopen(server.url + "/echo/", timeout=TIMEOUT) as response:
+        assert response.status == 200
+        token_in(response.read().decode())
+
+
+# ---------------------------------------------------------------------------
+# autoload.js
+# ---------------------------------------------------------------------------
+
+
+def assert_cors(response: Any, origin: str = "*") -> None:
+    assert response["Access-Control-Allow-Origin"] == origin
+    assert response["Access-Control-Allow-Headers"] == "*"
+    assert response["Access-Control-Allow-Credentials"] == "true"
+
+
+async def test_autoload_js(async_client, fresh_runtime):
+    response = await async_client.get("/echo/autoload.js", {"bokeh-autoload-element": "x"})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/javascript")
+    assert_cors(response)
+    js = page_text(response)
+    token = token_in(js)
+    assert get_session_id(token) in runtime.app("echo")
+    assert '"elementid":"x"' in js
+    assert "/static/bokeh/js/bokeh.min.js" in js
+
+
+async def test_autoload_js_echoes_the_origin_when_cookies_are_sent(async_client, fresh_runtime):
+    async_client.cookies["some"] = "cookie"
+    response = await async_client.get(
+        "/echo/autoload.js", {"bokeh-autoload-element": "x"}, headers={"Origin": "https://embedder.example"}
+    )
+    assert response.status_code == 200
+    assert_cors(response, "https://embedder.example")
+
+
+async def test_autoload_js_without_element_is_400_and_opens_no_session(async_client, fresh_runtime):
+    response = await async_client.get("/echo/autoload.js")
+    assert response.status_code == 400
+    assert_cors(response)
+    assert sessions_of("echo") == []
+
+
+async def test_autoload_js_options_preflight(async_client, fresh_runtime):
+    response = await async_client.options(
+        "/echo/autoload.js",
+        headers={"Origin": "https://embedder.example", "Access-Control-Request-Headers": "x-custom"},
+    )
+    assert response.status_code == 200
+    assert_cors(response)
+    assert "GET" in response["Access-Control-Allow-Methods"]
+    assert sessions_of("echo") == []
+
+
+async def test_autoload_js_escapes_the_element_id(async_client, fresh_runtime):
+    element = 'x";alert(1);//</script>'
+    response = await async_client.get("/echo/autoload.js", {"bokeh-autoload-element": element})
+    assert response.status_code == 200
+    js = page_text(response)
+    assert element not in js
+    assert 'x";alert(1)' not in js
+
+
+async def test_autoload_js_refuses_a_non_http_absolute_url(async_client, fresh_runtime):
+    response = await async_client.get(
+        "/echo/autoload.js", {"bokeh-autoload-element": "x", "bokeh-absolute-url": "javascript:alert(1)"}
+    )
+    assert response.status_code == 400
+    assert sessions_of("echo") == []
+
+
+async def test_autoload_js_with_garbage_token_is_403_and_opens_no_session(async_client, fresh_runtime):
+    response = await async_client.get(
+        "/echo/autoload.js", {"bokeh-autoload-element": "x", "bokeh-token": "garbage"}
+    )
+    assert response.status_code == 403
+    assert sessions_of("echo") == []
+
+
+async def test_autoload_js_with_session_id_header_joins_that_session(async_client, fresh_runtime):
+    session_id = get_session_id(make_token())
+    response = await async_client.get(
+        "/echo/autoload.js", {"bokeh-autoload-element": "x"}, headers={"Bokeh-Session-Id": session_id}
+    )
+    assert response.status_code == 200
+    assert get_session_id(token_in(page_text(response))) == session_id
+    assert [s.id for s in sessions_of("echo")] == [session_id]
+
+
+# ---------------------------------------------------------------------------
+# metadata, index, unknown apps
+# ---------------------------------------------------------------------------
+
+
+async def test_metadata(async_client, fresh_runtime):
+    response = await async_client.get("/echo/metadata")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert json.loads(response.content) == {"url": "/echo", "data": {}}
+    assert sessions_of("echo") == []
+
+
+async def test_index_lists_the_apps(async_client, fresh_runtime):
+    response = await async_client.get("/")
+    assert response.status_code == 200
+    html = page_text(response)
+    assert 'href="/echo"' in html
+    assert 'href="/hooks"' in html
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "no-debug"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/no-such-app",
+        "/no-such-app/",
+        "/no-such-app/autoload.js",
+        "/no-such-app/metadata",
+        "/no-such-app/static/x.js",
+    ],
+)
+async def test_unknown_app_is_404_without_traceback(async_client, fresh_runtime, settings, debug, path):
+    settings.DEBUG = debug
+    response = await async_client.get(path)
+    assert response.status_code == 404
+    body = page_text(response)
+    assert "Traceback" not in body
+    assert "site-packages" not in body
+
+
+def test_unknown_app_on_the_live_server(server):
+    status, body = raw_get(server, "/no-such-app")
+    assert status == 404
+    assert b"Traceback" not in body
+
+
+# ---------------------------------------------------------------------------
+# App static files: odd paths are 400/404, never 500, never a file outside static/
+# ---------------------------------------------------------------------------
+
+
+async def test_app_static_file_is_served(async_client, fresh_runtime, with_static_app):
+    response = await async_client.get("/staticapp/static/hello.txt")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b"hello from static\n"
+
+
+@pytest.mark.parametrize("app", ["staticapp", "hooks", "echo"])
+@pytest.mark.parametrize("template", ODD_STATIC_PATHS)
+async def test_odd_app_static_paths(async_client, fresh_runtime, with_static_app, app, template):
+    response = await async_client.get(template.format(app=app))
+    assert response.status_code in (400, 404)
+    content = b"".join(response.streaming_content) if response.streaming else response.content
+    assert b"TOP-SECRET" not in content
+
+
+def test_app_static_file_on_the_live_server(static_server):
+    status, body = raw_get(static_server, "/staticapp/static/hello.txt")
+    assert (status, body) == (200, b"hello from static\n")
+
+
+@pytest.mark.parametrize("app", ["staticapp", "hooks"])
+@pytest.mark.parametrize("template", ODD_STATIC_PATHS)
+def test_odd_app_static_paths_on_the_live_server(static_server, app, template):
+    status, body = raw_get(static_server, template.format(app=app))
+    assert status in (400, 404), (status, body[:300])
+    assert b"TOP-SECRET" not in body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/bokeh/js/%00",
+        "/static/bokeh/js/bokeh.min.js%00",
+        "/static/../tests/settings.py",
+        "/static/bokeh/js/../../../tests/settings.py",
+        "/static/..%2f..%2ftests%2fsettings.py",
+        "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/static/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    ],
+)
+def test_odd_bokehjs_static_paths_on_the_live_server(server, path):
+    """runbokeh serves /static/ (BokehJS) itself: odd paths there must not be 500 either."""
+    status, body = raw_get(server, path)
+    assert status in (400, 404), (status, body[:300])
+    assert b"SECRET_KEY" not in body and b"root:" not in body
+
+
+# ---------------------------------------------------------------------------
+# Session selection: refused requests create no session
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"bokeh-token": "garbage"},
+        {"bokeh-token": "eyJzZXNzaW9uX2lkIjogMX0"},  # {"session_id": 1}
+        {"bokeh-token": "a.b.c"},
+        {"bokeh-token": ""},
+        {"bokeh-session-id": "../../etc"},
+        {"bokeh-session-id": "x" * 500},
+    ],
+    ids=["garbage", "non-string-id", "three-segments", "empty", "path-id", "long-id"],
+)
+@pytest.mark.parametrize("app", ["echo", "hooks"])
+async def test_bad_session_selection_is_403_and_creates_no_session(
+    async_client, fresh_runtime, hook_log, app, query
+):
+    response = await async_client.get(f"/{app}", query)
+    assert response.status_code == 403
+    assert "Traceback" not in page_text(response)
+    assert sessions_of(app) == []
+    assert "on_session_created" not in hook_log.read_text()
+
+
+async def test_expired_token_is_403(async_client, fresh_runtime):
+    response = await async_client.get("/echo", {"bokeh-token": make_token(expiration=-10)})
+    assert response.status_code == 403
+    assert sessions_of("echo") == []
+
+
+@pytest.mark.parametrize("path", ["/echo", "/echo/autoload.js"])
+async def test_session_id_in_query_and_header_is_403(async_client, fresh_runtime, path):
+    session_id = get_session_id(make_token())
+    response = await async_client.get(
+        path,
+        {"bokeh-session-id": session_id, "bokeh-autoload-element": "x"},
+        headers={"Bokeh-Session-Id": session_id},
+    )
+    assert response.status_code == 403
+    assert sessions_of("echo") == []
+
+
+async def test_session_id_and_token_together_is_403(async_client, fresh_runtime):
+    token = make_token()
+    response = await async_client.get(
+        "/echo", {"bokeh-session-id": get_session_id(token), "bokeh-token": token}
+    )
+    assert response.status_code == 403
+    assert sessions_of("echo") == []
+
+
+async def test_given_session_id_names_the_session(async_client, fresh_runtime):
+    session_id = get_session_id(make_token())
+    response = await async_client.get("/echo", {"bokeh-session-id": session_id})
+    assert response.status_code == 200
+    assert get_session_id(token_in(page_text(response))) == session_id
+    again = await async_client.get("/echo", {"bokeh-session-id": session_id})
+    assert get_session_id(token_in(page_text(again))) == session_id
+    assert [s.id for s in sessions_of("echo")] == [session_id]
+
+
+async def test_valid_token_reuses_its_session(async_client, fresh_runtime):
+    token = token_in(page_text(await async_client.get("/echo")))
+    response = await async_client.get("/echo", {"bokeh-token": token})
+    assert response.status_code == 200
+    assert len(sessions_of("echo")) == 1
+
+
+# ---------------------------------------------------------------------------
+# session_context: request arguments and the process_request payload
+# ---------------------------------------------------------------------------
+
+
+async def test_session_context_sees_arguments_and_process_request(async_client, fresh_runtime, hook_log):
+    response = await async_client.get("/hooks", {"a": "1"})
+    assert response.status_code == 200
+    token = token_in(page_text(response))
+    doc = await pull_document(token, "/hooks/ws")
+    assert doc.get_model_by_name("info").text == "args=['a'] seen_path=/hooks"
+    session_id = get_session_id(token)
+    assert f"on_session_created {os.getpid()} {session_id}" in hook_log.read_text()
+
+
+async def test_session_created_at_websocket_from_page_token_sees_the_same(
+    async_client, fresh_runtime, hook_log
+):
+    """The multi-process case: the page's session is gone (another process), the token carries the request."""
+    response = await async_client.get("/hooks", {"a": "1"})
+    token = token_in(page_text(response))
+    await runtime.shutdown()  # forget the page's session, as a WebSocket landing on another process would
+    assert "on_session_destroyed" in hook_log.read_text()
+    doc = await pull_document(token, "/hooks/ws")
+    assert doc.get_model_by_name("info").text == "args=['a'] seen_path=/hooks"
+
+
+async def test_page_query_arguments_exclude_bokeh_parameters(async_client, fresh_runtime):
+    session_id = get_session_id(make_token())
+    response = await async_client.get("/hooks", {"a": "1", "b": "2", "bokeh-session-id": session_id})
+    assert response.status_code == 200
+    doc = await pull_document(token_in(page_text(response)), "/hooks/ws")
+    assert doc.get_model_by_name("info").text == "args=['a', 'b'] seen_path=/hooks"
