@@ -20,8 +20,8 @@ from typing import Any
 from bokeh.application import Application
 from bokeh.application.handlers.directory import DirectoryHandler
 from bokeh.application.handlers.document_lifecycle import DocumentLifecycleHandler
-from bokeh.application.handlers.lifecycle import LifecycleHandler
 from bokeh.application.handlers.function import FunctionHandler
+from bokeh.application.handlers.lifecycle import LifecycleHandler
 from bokeh.application.handlers.notebook import NotebookHandler
 from bokeh.application.handlers.script import ScriptHandler
 from bokeh.document import Document

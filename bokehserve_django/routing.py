@@ -14,17 +14,17 @@ from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from django.urls import path
+from django.urls import path, re_path
 
 from .conf import bokeh_settings
-from .consumers import BokehConsumer
-from . import converters  # noqa: F401  (registers the "bokehapp" path converter)
+from .consumers import BokehConsumer, NotFoundConsumer
 
 __all__ = ("bokeh_asgi_application", "websocket_urlpatterns")
 
 _prefix = bokeh_settings.prefix
+# Any name: the consumer itself refuses unknown apps with a 403 and a log line.
 websocket_urlpatterns = [
-    path(f"{_prefix}/<bokehapp:app_name>/ws" if _prefix else "<bokehapp:app_name>/ws", BokehConsumer.as_asgi()),
+    path(f"{_prefix}/<path:app_name>/ws" if _prefix else "<path:app_name>/ws", BokehConsumer.as_asgi()),
 ]
 
 
@@ -44,7 +44,9 @@ def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
         ProtocolTypeRouter(
             {
                 "http": http_application,
-                "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+                "websocket": AuthMiddlewareStack(
+                    URLRouter([*websocket_urlpatterns, re_path(r"", NotFoundConsumer.as_asgi())])
+                ),
             }
         )
     )

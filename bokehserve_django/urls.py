@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from . import views
+from . import (
+    converters,  # noqa: F401  (registers the "bokehapp" path converter)
+    views,
+)
 from .conf import bokeh_settings
-from . import converters  # noqa: F401  (registers the "bokehapp" path converter)
 
 app_name = "bokehserve_django"
 

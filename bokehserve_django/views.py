@@ -12,12 +12,14 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+from asgiref.sync import sync_to_async
+from bokeh.core.templates import AUTOLOAD_JS
 from bokeh.embed.bundle import Script, bundle_for_objs_and_resources
 from bokeh.embed.elements import script_for_render_items
 from bokeh.embed.server import server_html_page_for_session
 from bokeh.embed.util import RenderItem
-from bokeh.core.templates import AUTOLOAD_JS
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.http import (
     Http404,
     HttpRequest,
@@ -27,15 +29,13 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
-from asgiref.sync import sync_to_async
-from django.contrib.auth.views import redirect_to_login
 from django.template.loader import render_to_string
 from django.views.static import serve
 
 from . import registry, signing
+from .auth import token_claims
 from .conf import bokeh_settings
 from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused
-from .auth import token_claims
 from .requests import from_http_request, token_payload_for
 from .resources import resources_for
 from .sessions import BokehSession, runtime

@@ -371,7 +371,8 @@ async def test_refused_before_accept(open_ws, case):
 async def test_unknown_app_is_refused_before_accept(open_ws):
     communicator = open_ws("/no-such-app/ws")
     try:
-        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        # Short timeout: when the application raises, the communicator only notices at the timeout.
+        connected, _ = await communicator.connect(timeout=2)
     except ValueError as exc:
         pytest.fail(
             f"the WebSocket router raised {exc!r} instead of refusing the upgrade "

@@ -265,9 +265,9 @@ class Command(BaseCommand):
 
         application = get_default_application()
         if not options["no_static"]:
-            from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+            from bokehserve_django.staticfiles import StaticFilesHandler
 
-            application = ASGIStaticFilesHandler(application)
+            application = StaticFilesHandler(application)
         return application
 
     def endpoints(self, options: dict[str, Any]) -> list[str]:
