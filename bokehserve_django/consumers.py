@@ -18,7 +18,9 @@ from channels.exceptions import StopConsumer
 from . import registry, security, signing
 from .auth import note_revocation, user_for_websocket, user_group
 from .conf import bokeh_settings
+from .cluster import cluster
 from .connection import ClientConnection
+from .relay import EdgeRelay
 from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused
 from .protocol import CloseCode
 from .requests import from_websocket_scope
@@ -34,9 +36,11 @@ class BokehConsumer(AsyncConsumer):
     """The WebSocket at ``/<app>/ws``."""
 
     client: ClientConnection | None = None
+    relay: EdgeRelay | None = None
 
     async def websocket_connect(self, event: dict[str, Any]) -> None:
         self.client = None
+        self.relay = None
         self._user_group: str | None = None
         self._app_name = app_name = self.scope["url_route"]["kwargs"]["app_name"]
         refusal = self._refusal_reason(app_name)
@@ -52,7 +56,14 @@ class BokehConsumer(AsyncConsumer):
             request = from_websocket_scope(self.scope, info.payload, user)
             if not entry.access.is_public and not await sync_to_async(entry.access.allows_sync)(user, request):
                 raise SessionRefused(f"user {getattr(user, 'pk', None)} has no access ({entry.access.description})")
-            session = await runtime.app(app_name).get_or_create(info.session_id, request, token, info.payload)
+            app_sessions = runtime.app(app_name)
+            owner = None
+            if info.session_id not in app_sessions:
+                owner = await cluster.claim(app_name, info.session_id)
+            if owner is not None:
+                await self._open_relay(owner, info, token, user)
+                return
+            session = await app_sessions.get_or_create(info.session_id, request, token, info.payload)
         except (InvalidToken, SessionRefused) as exc:
             logger.warning("Refused WebSocket for app %r: %s", app_name, exc)
             await self.send({"type": "websocket.close"})
@@ -68,12 +79,32 @@ class BokehConsumer(AsyncConsumer):
             max_buffers=bokeh_settings.MAX_BUFFERS_PER_MESSAGE,
             max_message_bytes=bokeh_settings.WEBSOCKET_MAX_MESSAGE_SIZE,
         )
+        await self._join_user_group(user)
+        logger.info("WebSocket opened for session %r of app %r", session.id, app_name)
+        await self.client.open()
+
+    async def _join_user_group(self, user: Any) -> None:
         if getattr(user, "is_authenticated", False) and self.channel_layer is not None:
             # Sign-out anywhere reaches this connection through the user's group.
             self._user_group = user_group(user.pk)
             await self.channel_layer.group_add(self._user_group, self.channel_name)
-        logger.info("WebSocket opened for session %r of app %r", session.id, app_name)
-        await self.client.open()
+
+    async def _open_relay(self, owner: str, info: Any, token: str, user: Any) -> None:
+        """The session lives in another process: relay this WebSocket to it."""
+        await self.send({"type": "websocket.accept", "subprotocol": "bokeh"})
+        self.relay = EdgeRelay(owner, self.channel_name, self.close_connection)
+        await self._join_user_group(user)
+        user_pk = user.pk if getattr(user, "is_authenticated", False) else None
+        await self.relay.open(self._app_name, info.session_id, token, info.payload, self.scope, user_pk)
+        logger.info("WebSocket for session %r of app %r relayed to its owner process", info.session_id, self._app_name)
+
+    async def bokehserve_relay_frames(self, event: dict[str, Any]) -> None:
+        """Owner -> client: the frames of one message."""
+        await self.send_frames(event["frames"])
+
+    async def bokehserve_relay_close(self, event: dict[str, Any]) -> None:
+        """The owner closed the relayed connection."""
+        await self.close_connection(event["code"], event["reason"])
 
     def _refusal_reason(self, app_name: str) -> str | None:
         """Why this upgrade must get a 403, or None to go on (checked before any token work)."""
@@ -97,17 +128,22 @@ class BokehConsumer(AsyncConsumer):
         return None
 
     async def websocket_receive(self, event: dict[str, Any]) -> None:
-        if self.client is None:
-            return
         fragment = event.get("text")
         if fragment is None:
             fragment = event.get("bytes")
-        if fragment is not None:
+        if fragment is None:
+            return
+        if self.client is not None:
             await self.client.feed(fragment)
+        elif self.relay is not None:
+            await self.relay.forward(fragment)
 
     async def bokehserve_revoke(self, event: dict[str, Any]) -> None:
         """The user signed out or was deactivated: their session closes, hooks run."""
         note_revocation(event["user"], event["at"])
+        if self.relay is not None:
+            await self.relay.discard_session()
+            return
         session = self.client.session if self.client is not None else None
         if session is None:
             return
@@ -117,6 +153,8 @@ class BokehConsumer(AsyncConsumer):
     async def websocket_disconnect(self, event: dict[str, Any]) -> None:
         if self._user_group and self.channel_layer is not None:
             await self.channel_layer.group_discard(self._user_group, self.channel_name)
+        if self.relay is not None:
+            await self.relay.closed()
         if self.client is not None:
             session = self.client.session
             self.client.detach()

@@ -1,9 +1,11 @@
-"""Starts and stops the session runtime with the ASGI server process.
+"""Starts and stops this process's Bokeh serving: sessions, cluster membership, relays, broadcast.
 
+The composition root: the one place that wires the session runtime to the cluster layer.
 ASGI servers with lifespan support (uvicorn, hypercorn) send startup/shutdown events;
-daphne does not, so on the first request we also register a Twisted "before shutdown"
-trigger: SIGTERM/SIGINT then destroy sessions (running on_session_destroyed), close
-clients with a close frame and run on_server_unloaded before the process exits.
+daphne does not, so the first request starts everything, and under daphne a Twisted
+"before shutdown" trigger (or BokehDaphneServer) stops it: SIGTERM/SIGINT then destroy
+sessions (running on_session_destroyed), close clients with a close frame and run
+on_server_unloaded.
 """
 
 from __future__ import annotations
@@ -14,15 +16,52 @@ from typing import Any
 
 from .sessions import runtime
 
-__all__ = ("LifecycleMiddleware", "install_shutdown_trigger")
+__all__ = ("LifecycleMiddleware", "install_shutdown_trigger", "start_process", "stop_process")
 
 logger = logging.getLogger(__name__)
 
 _trigger_installed = False
+_starting: asyncio.Future[None] | None = None
+
+
+async def start_process() -> None:
+    """Start sessions (on_server_loaded hooks, reaper), join the cluster, install relays. Idempotent."""
+    global _starting
+    if _starting is not None:
+        await asyncio.shield(_starting)
+        return
+    _starting = asyncio.get_running_loop().create_future()
+    try:
+        from . import broadcast
+        from .cluster import cluster
+        from .relay import RENDER_PAGE, owner_relays
+        from .views import render_page_for_relay
+
+        runtime.ensure_started()
+        owner_relays.install()
+        broadcast.install()
+        cluster.on(RENDER_PAGE, render_page_for_relay)
+        runtime.destroy_listeners.append(cluster.release)
+        await cluster.start()
+    except BaseException as exc:
+        _starting.set_exception(exc)
+        raise
+    else:
+        _starting.set_result(None)
+
+
+async def stop_process() -> None:
+    """Destroy sessions and run on_server_unloaded, then leave the cluster."""
+    global _starting
+    from .cluster import cluster
+
+    await runtime.shutdown()
+    await cluster.stop()
+    _starting = None
 
 
 def install_shutdown_trigger() -> None:
-    """Run ``runtime.shutdown()`` before the Twisted reactor (daphne) stops, once per process."""
+    """Run ``stop_process()`` before the Twisted reactor (daphne) stops, once per process."""
     global _trigger_installed
     if _trigger_installed:
         return
@@ -36,13 +75,13 @@ def install_shutdown_trigger() -> None:
         return
 
     def before_shutdown() -> Deferred:
-        return Deferred.fromFuture(asyncio.ensure_future(runtime.shutdown()))
+        return Deferred.fromFuture(asyncio.ensure_future(stop_process()))
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
 class LifecycleMiddleware:
-    """ASGI middleware: lifespan events drive the runtime; other scopes start it lazily."""
+    """ASGI middleware: lifespan events drive the process; other scopes start it lazily."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -52,16 +91,16 @@ class LifecycleMiddleware:
             await self._lifespan(receive, send)
             return
         install_shutdown_trigger()
-        runtime.ensure_started()
+        await start_process()
         await self.app(scope, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
             event = await receive()
             if event["type"] == "lifespan.startup":
-                runtime.ensure_started()
+                await start_process()
                 await send({"type": "lifespan.startup.complete"})
             elif event["type"] == "lifespan.shutdown":
-                await runtime.shutdown()
+                await stop_process()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

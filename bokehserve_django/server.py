@@ -49,9 +49,9 @@ class BokehDaphneServer(Server):
         """Destroy sessions first (hooks run, clients get a close frame), then stop consumers."""
         from twisted.internet.defer import Deferred
 
-        from .sessions import runtime
+        from .lifecycle import stop_process
 
-        shutdown = Deferred.fromFuture(asyncio.ensure_future(runtime.shutdown()))
+        shutdown = Deferred.fromFuture(asyncio.ensure_future(stop_process()))
         shutdown.addErrback(lambda failure: failure.printTraceback())
         shutdown.addBoth(lambda _: super(BokehDaphneServer, self).kill_all_applications())
         return shutdown

@@ -418,6 +418,11 @@ class AppSessions:
         if not session.destroyed:
             await session.with_document_locked(session.destroy)
         self.destroyed_count += 1
+        for listener in runtime.destroy_listeners:
+            try:
+                await listener(self.name, session.id)
+            except Exception:
+                logger.error("Error in a session-destroyed listener", exc_info=True)
         logger.debug("Destroyed session %r of app %r", session.id, self.name)
         return True
 
@@ -444,6 +449,8 @@ class SessionRuntime:
         self._started = False
         self._reaper: asyncio.Task[None] | None = None
         self._loggers: list[asyncio.Task[None]] = []
+        #: Coroutines called with (app name, session id) after a session is destroyed.
+        self.destroy_listeners: list[Callable[[str, str], Awaitable[None]]] = []
         self._gc_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -35,9 +35,11 @@ from django.views.static import serve
 from . import registry, signing
 from .auth import token_claims
 from .conf import bokeh_settings
-from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused
+from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionNotFound, SessionRefused
 from .requests import from_http_request, token_payload_for
 from .resources import resources_for
+from .cluster import cluster
+from .relay import request_page, send_page
 from .sessions import BokehSession, runtime
 from .urls_util import app_url
 
@@ -50,12 +52,16 @@ logger = logging.getLogger(__name__)
 
 
 class _PageSession:
-    """What bokeh's page helpers read from a session: its document, id and a token."""
+    """What bokeh's page helpers read from a session: its document, id and a token.
 
-    def __init__(self, session: BokehSession, token: str) -> None:
-        self.document = session.document
-        self.id = session.id
+    ``owner`` is the channel of another process holding the session (cluster), or None.
+    """
+
+    def __init__(self, session: BokehSession | None, session_id: str, token: str, owner: str | None = None) -> None:
+        self.document = session.document if session is not None else None
+        self.id = session_id
         self.token = token
+        self.owner = owner
 
 
 class AccessDenied(Exception):
@@ -110,8 +116,13 @@ async def open_session(request: HttpRequest, app_name: str, user: Any = None) ->
         payload = token_payload_for(session_request, extra)
         token = signing.generate_token(session_id, extra_payload=payload)
         payload = signing.read_token(token).payload
-    session = await runtime.app(app_name).get_or_create(session_id, session_request, token, payload)
-    return _PageSession(session, token)
+    app_sessions = runtime.app(app_name)
+    if session_id not in app_sessions:
+        owner = await cluster.claim(app_name, session_id)
+        if owner is not None:
+            return _PageSession(None, session_id, token, owner=owner)
+    session = await app_sessions.get_or_create(session_id, session_request, token, payload)
+    return _PageSession(session, session_id, token)
 
 
 def _refusal(exc: Exception) -> HttpResponse:
@@ -150,15 +161,34 @@ async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
         return _load_error_page(request, exc)
     except (InvalidToken, SessionRefused) as exc:
         return _refusal(exc)
+    if page_session.owner is not None:
+        status, html = await request_page(page_session.owner, app_name, page_session.id, page_session.token)
+    else:
+        status, html = 200, render_page(page_session)
+    return HttpResponse(html, status=status, content_type="text/html; charset=utf-8")
+
+
+def render_page(page_session: Any) -> str:
+    """bokeh's page for a session: BokehJS, the roots' divs, and the token to connect with."""
     document = page_session.document
-    html = server_html_page_for_session(
+    return server_html_page_for_session(
         page_session,
         resources=resources_for(),
         title=document.title,
         template=document.template,
         template_variables=document.template_variables,
     )
-    return HttpResponse(html, content_type="text/html; charset=utf-8")
+
+
+async def render_page_for_relay(message: dict[str, Any]) -> None:
+    """Owner side of a page request that landed on another process of the cluster."""
+    try:
+        session = runtime.app(message["app"]).get(message["session_id"])
+    except SessionNotFound:
+        await send_page(message, 404, "This session no longer exists; reload the page.\n")
+        return
+    html = render_page(_PageSession(session, session.id, message["token"]))
+    await send_page(message, 200, html)
 
 
 def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:

@@ -252,13 +252,15 @@ class Command(BaseCommand):
         server.run()
 
     def _on_ready(self) -> None:
+        import asyncio
+
         from twisted.internet import reactor
 
-        from bokehserve_django.sessions import runtime
+        from bokehserve_django.lifecycle import start_process
 
-        # Load apps' on_server_loaded hooks at start-up, as bokeh serve does (callLater
-        # runs inside the running asyncio loop, which the runtime needs).
-        reactor.callLater(0, runtime.ensure_started)
+        # Load apps' on_server_loaded hooks and join the cluster at start-up, as bokeh serve
+        # loads its apps (callLater runs inside the running asyncio loop, which they need).
+        reactor.callLater(0, lambda: asyncio.ensure_future(start_process()))
 
     def get_application(self, options: dict[str, Any]) -> Any:
         from channels.routing import get_default_application

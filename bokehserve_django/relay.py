@@ -1,0 +1,216 @@
+"""Relays a WebSocket that landed on one process (the edge) to the process owning its session.
+
+Edge side: the consumer forwards client frames with ``EdgeRelay`` and writes back what the
+owner sends. Owner side: ``OwnerRelays`` attaches a ``ClientConnection`` to the session for
+each relayed client and feeds it the client's frames, one client at a time, in order.
+Channel-layer message types (``bokehserve.relay.*``) are defined here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from .cluster import cluster
+from .conf import bokeh_settings
+from .connection import ClientConnection
+from .protocol import CloseCode
+
+__all__ = ("EdgeRelay", "OwnerRelays", "owner_relays", "request_page", "send_page")
+
+logger = logging.getLogger(__name__)
+
+OPEN = "bokehserve.relay.open"          # edge -> owner: a client wants the session
+FRAME = "bokehserve.relay.frame"        # edge -> owner: one client frame
+CLOSED = "bokehserve.relay.closed"      # edge -> owner: the client went away
+DISCARD = "bokehserve.relay.discard"    # edge -> owner: destroy the session (sign-out)
+FRAMES = "bokehserve.relay.frames"      # owner -> edge: the frames of one message
+CLOSE = "bokehserve.relay.close"        # owner -> edge: close the client with code and reason
+RENDER_PAGE = "bokehserve.relay.render_page"  # edge -> owner: render the page of a session
+PAGE = "bokehserve.relay.page"          # owner -> edge: the rendered page
+
+#: Seconds an edge waits for the owner to render a page.
+PAGE_TIMEOUT = 15
+
+#: Seconds between the edge's checks that the owner process is alive.
+OWNER_CHECK_INTERVAL = 1.0
+
+
+class EdgeRelay:
+    """The edge end of a relayed WebSocket (lives in the consumer)."""
+
+    def __init__(self, owner: str, edge_channel: str, close_client: Any) -> None:
+        self.owner = owner
+        self.edge_channel = edge_channel
+        self._close_client = close_client
+        self._watchdog: asyncio.Task[None] | None = None
+
+    async def open(self, app_name: str, session_id: str, token: str, payload: dict[str, Any], scope: dict[str, Any], user_pk: Any) -> None:
+        await cluster.send(self.owner, {
+            "type": OPEN,
+            "edge": self.edge_channel,
+            "app": app_name,
+            "session_id": session_id,
+            "token": token,
+            "payload": payload,
+            "scope": {
+                "path": scope.get("path", ""),
+                "query_string": scope.get("query_string", b""),
+                "headers": [list(h) for h in scope.get("headers", [])],
+                "client": list(scope.get("client") or ["", 0]),
+                "scheme": scope.get("scheme", "ws"),
+            },
+            "user": None if user_pk is None else str(user_pk),
+        })
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_owner())
+
+    async def forward(self, fragment: str | bytes) -> None:
+        key = "bytes" if isinstance(fragment, bytes) else "text"
+        await cluster.send(self.owner, {"type": FRAME, "edge": self.edge_channel, key: fragment})
+
+    async def discard_session(self) -> None:
+        await cluster.send(self.owner, {"type": DISCARD, "edge": self.edge_channel})
+
+    async def closed(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        with contextlib.suppress(Exception):
+            await cluster.send(self.owner, {"type": CLOSED, "edge": self.edge_channel})
+
+    async def _watch_owner(self) -> None:
+        while True:
+            await asyncio.sleep(OWNER_CHECK_INTERVAL)
+            if not await cluster.is_alive(self.owner):
+                logger.warning("Owner process of a relayed session is gone; closing the client")
+                await self._close_client(CloseCode.OWNER_LOST, "The process holding this session went away; reload")
+                return
+
+
+class _RelayTransport:
+    """Owner side: sends a relayed client's messages back to its edge."""
+
+    def __init__(self, edge: str) -> None:
+        self.edge = edge
+
+    async def send_frames(self, frames: Iterable[str | bytes]) -> None:
+        await cluster.send(self.edge, {"type": FRAMES, "frames": list(frames)})
+
+    async def close_connection(self, code: int, reason: str) -> None:
+        await cluster.send(self.edge, {"type": CLOSE, "code": int(code), "reason": reason})
+
+
+class _OwnedClient:
+    def __init__(self, app_name: str, client: ClientConnection) -> None:
+        self.app_name = app_name
+        self.client = client
+        self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        while True:
+            fragment = await self.queue.get()
+            if fragment is None:
+                return
+            await self.client.feed(fragment)
+
+
+class OwnerRelays:
+    """Owner side: the relayed clients of this process's sessions, by edge channel."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, _OwnedClient] = {}
+
+    def install(self) -> None:
+        cluster.on(OPEN, self._open)
+        cluster.on(FRAME, self._frame)
+        cluster.on(CLOSED, self._closed)
+        cluster.on(DISCARD, self._discard)
+
+    async def _open(self, message: dict[str, Any]) -> None:
+        from .auth import user_for_websocket
+        from .exceptions import AppLoadError, SessionRefused
+        from .requests import from_websocket_scope
+        from .sessions import runtime
+
+        edge, app_name = message["edge"], message["app"]
+        transport = _RelayTransport(edge)
+        scope = dict(message["scope"])
+        scope["headers"] = [tuple(h) for h in scope["headers"]]
+        user = None
+        if message.get("user") is not None:
+            user = await sync_to_async(_load_user)(message["user"])
+        user = await user_for_websocket(user, {})
+        request = from_websocket_scope(scope, message["payload"], user)
+        try:
+            session = await runtime.app(app_name).get_or_create(
+                message["session_id"], request, message["token"], message["payload"]
+            )
+        except (AppLoadError, SessionRefused) as exc:
+            await transport.close_connection(CloseCode.SESSION_DESTROYED, f"Session unavailable: {exc}")
+            return
+        client = ClientConnection(
+            session, transport,
+            max_buffers=bokeh_settings.MAX_BUFFERS_PER_MESSAGE,
+            max_message_bytes=bokeh_settings.WEBSOCKET_MAX_MESSAGE_SIZE,
+        )
+        self._clients[edge] = _OwnedClient(app_name, client)
+        logger.info("Relayed WebSocket attached to session %r of app %r", session.id, app_name)
+        await client.open()
+
+    async def _frame(self, message: dict[str, Any]) -> None:
+        owned = self._clients.get(message["edge"])
+        if owned is None:
+            return
+        fragment = message.get("text")
+        await owned.queue.put(fragment if fragment is not None else message.get("bytes"))
+
+    async def _closed(self, message: dict[str, Any]) -> None:
+        owned = self._clients.pop(message["edge"], None)
+        if owned is None:
+            return
+        await owned.queue.put(None)
+        owned.client.detach()
+
+    async def _discard(self, message: dict[str, Any]) -> None:
+        from .sessions import runtime
+
+        owned = self._clients.get(message["edge"])
+        session = owned.client.session if owned is not None else None
+        if session is not None:
+            await runtime.app(owned.app_name).discard(session, reason="Signed out", close_code=CloseCode.ACCESS_REVOKED)
+
+    @property
+    def count(self) -> int:
+        return len(self._clients)
+
+
+async def request_page(owner: str, app_name: str, session_id: str, token: str) -> tuple[int, str]:
+    """Ask the owner process to render the page of its session; (status, html)."""
+    layer = cluster._layer
+    reply = await layer.new_channel("bokehserve.reply")
+    await cluster.send(owner, {"type": RENDER_PAGE, "reply": reply, "app": app_name, "session_id": session_id, "token": token})
+    try:
+        message = await asyncio.wait_for(layer.receive(reply), PAGE_TIMEOUT)
+    except TimeoutError:
+        return 504, "The process holding this session did not answer; reload the page.\n"
+    return int(message["status"]), message["html"]
+
+
+async def send_page(message: dict[str, Any], status: int, html: str) -> None:
+    """Owner side: answer a RENDER_PAGE request."""
+    await cluster.send(message["reply"], {"type": PAGE, "status": status, "html": html})
+
+
+def _load_user(user_pk: str) -> Any:
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    return model._default_manager.filter(pk=model._meta.pk.to_python(user_pk), is_active=True).first()
+
+
+owner_relays = OwnerRelays()
