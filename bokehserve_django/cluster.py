@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -159,6 +161,8 @@ class Cluster:
 
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._alive_key(self.process_channel), os.getpid(), ex=ALIVE_TTL)
+        stats = {"pid": os.getpid(), "host": socket.gethostname(), "apps": runtime.stats()}
+        pipe.set(f"bokehserve:stats:{self.process_channel}", json.dumps(stats), ex=ALIVE_TTL)
         for name, app_sessions in runtime.apps.items():
             for session in app_sessions.sessions:
                 pipe.set(self._owner_key(name, session.id), self.process_channel, ex=OWNER_TTL)
@@ -209,6 +213,19 @@ class Cluster:
             logger.warning("Could not reach Redis to find the owner of session %r (%s); serving it here", session_id, exc)
             return None
         return None
+
+    async def process_stats(self) -> list[dict[str, Any]]:
+        """Session counts of every live process (this one only, without Redis)."""
+        from .sessions import runtime
+
+        if not self.distributed:
+            return [{"pid": os.getpid(), "host": socket.gethostname(), "apps": runtime.stats()}]
+        result = []
+        async for key in self.redis.scan_iter(match="bokehserve:stats:*", count=100):
+            raw = await self.redis.get(key)
+            if raw:
+                result.append(json.loads(raw))
+        return sorted(result, key=lambda s: (s["host"], s["pid"]))
 
     async def release(self, app_name: str, session_id: str) -> None:
         """Forget the owner record of a session this process destroyed."""

@@ -23,6 +23,7 @@ _app_patterns = [
     path("<bokehapp:app_name>/static/<path:path>", views.app_static, name="app_static"),
     path("<bokehapp:app_name>/", views.app_page, name="app_page_slash"),
     path("<bokehapp:app_name>", views.app_page, name="app_page"),
+    path("bokehserve-stats/", views.stats, name="stats"),
     path("", views.index, name="index"),
 ]
 

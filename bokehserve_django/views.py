@@ -43,7 +43,7 @@ from .relay import request_page, send_page
 from .sessions import BokehSession, runtime
 from .urls_util import app_url
 
-__all__ = ("app_page", "app_static", "autoload_js", "favicon", "index", "metadata")
+__all__ = ("app_page", "app_static", "autoload_js", "favicon", "index", "metadata", "stats")
 
 logger = logging.getLogger(__name__)
 
@@ -291,3 +291,23 @@ def favicon(request: HttpRequest) -> HttpResponse:
         response = HttpResponse(icon.read(), content_type="image/x-icon")
     response["Cache-Control"] = "max-age=86400"
     return response
+
+
+async def stats(request: HttpRequest) -> HttpResponse:
+    """Staff only: live sessions and connections per app, per process and for the whole cluster."""
+    user = await request.auser()
+    if not (getattr(user, "is_active", False) and getattr(user, "is_staff", False)):
+        if not getattr(user, "is_authenticated", False):
+            return redirect_to_login(request.get_full_path())
+        return HttpResponseForbidden("Staff only.\n", content_type="text/plain")
+    processes = await cluster.process_stats()
+    totals: dict[str, dict[str, int]] = {}
+    for process in processes:
+        for name, counts in process["apps"].items():
+            total = totals.setdefault(name, {"sessions": 0, "connections": 0, "created": 0, "destroyed": 0})
+            for key in total:
+                total[key] += counts.get(key, 0)
+    if request.GET.get("format") == "json" or "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"processes": processes, "totals": totals})
+    context = {"processes": processes, "totals": sorted(totals.items()), "distributed": cluster.distributed}
+    return HttpResponse(render_to_string("bokehserve_django/stats.html", context, request=request))

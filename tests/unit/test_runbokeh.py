@@ -91,3 +91,22 @@ class TestRunbokeh:
     def test_default_server_is_bokehs_daphne(self) -> None:
         assert runbokeh.Command.server_cls is None  # resolved to BokehDaphneServer at run time
         assert issubclass(BokehDaphneServer, __import__("daphne.server").server.Server)
+
+
+class TestNumProcs:
+    def test_refused_with_the_in_memory_layer(self, recorder) -> None:
+        with pytest.raises(CommandError, match="needs a channel layer shared by the processes"):
+            run(str(APPS / "echo.py"), "--num-procs", "2")
+
+    def test_worker_argv_drops_the_option(self) -> None:
+        argv = ["manage.py", "runbokeh", "a.py", "--num-procs", "2", "--port", "2", "--num-procs=3"]
+        assert runbokeh._without_option(argv, "--num-procs") == ["manage.py", "runbokeh", "a.py", "--port", "2"]
+
+    def test_auth_module_is_refused_with_what_to_use(self, recorder) -> None:
+        with pytest.raises(CommandError, match="access policy"):
+            run(str(APPS / "echo.py"), "--auth-module", "auth.py")
+
+    def test_session_ids_modes(self, recorder) -> None:
+        run(str(APPS / "echo.py"), "--session-ids", "external-signed")
+        assert bokeh_settings.sign_sessions is True
+        assert bokeh_settings.GENERATE_SESSION_IDS is False

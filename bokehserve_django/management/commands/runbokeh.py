@@ -112,6 +112,11 @@ class Command(BaseCommand):
             "--mem-log-frequency", type=int, metavar="SECONDS",
             help="Seconds between log lines with the server's memory use (0: never).",
         )
+        parser.add_argument(
+            "--num-procs", type=int, default=1, metavar="N",
+            help="Start N server processes sharing one listening socket (needs the Redis channel layer).",
+        )
+        parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker of --num-procs
         parser.add_argument("--no-static", action="store_true", help="Do not serve static files (BokehJS) from runbokeh.")
 
     # -- options -> overrides ------------------------------------------------------
@@ -189,6 +194,9 @@ class Command(BaseCommand):
                 "Set ALLOWED_HOSTS to the names this server answers to."
             )
         self._configure_logging(options["log_level"])
+        if options["num_procs"] > 1:
+            self.run_workers(options)
+            return
         if options["dev"]:
             autoreload.autoreload_started.connect(self._watch_app_files)
             autoreload.run_with_reloader(self.inner_run, **options)
@@ -272,7 +280,54 @@ class Command(BaseCommand):
             application = StaticFilesHandler(application)
         return application
 
+    def run_workers(self, options: dict[str, Any]) -> None:
+        """--num-procs N: bind once, then run N runbokeh workers on the inherited socket."""
+        import signal
+        import socket
+        import subprocess
+
+        count = options["num_procs"]
+        backend = (getattr(settings, "CHANNEL_LAYERS", {}) or {}).get("default", {}).get("BACKEND", "")
+        if "channels_redis" not in backend:
+            raise CommandError(
+                f"--num-procs {count} needs a channel layer shared by the processes; CHANNEL_LAYERS uses "
+                f"{backend or 'nothing'}. Configure channels_redis.core.RedisChannelLayer (the demo does when "
+                "REDIS_URL is set), or run one process."
+            )
+        if options["dev"] or options["unix_socket"]:
+            raise CommandError("--num-procs cannot be combined with --dev or --unix-socket.")
+        if ":" in options["address"]:
+            raise CommandError("--num-procs listens on IPv4 addresses only; use e.g. --address 0.0.0.0.")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((options["address"], options["port"]))
+        except OSError as exc:
+            raise CommandError(f"Cannot listen on {options['address']}:{options['port']}: {exc}") from exc
+        listener.listen(1024)
+        listener.set_inheritable(True)
+        fd = listener.fileno()
+        argv = _without_option(sys.argv, "--num-procs")
+        workers = [
+            subprocess.Popen([sys.executable, *argv, "--fd", str(fd)], pass_fds=(fd,)) for _ in range(count)
+        ]
+        logger.info("Started %d worker processes (pids %s) on %s", count, [w.pid for w in workers], self.base_url(options))
+
+        def forward(signum: int, frame: Any) -> None:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        codes = [worker.wait() for worker in workers]
+        listener.close()
+        if any(codes):
+            raise CommandError(f"Worker processes exited with {codes}.")
+
     def endpoints(self, options: dict[str, Any]) -> list[str]:
+        if options.get("fd") is not None:
+            return [f"fd:fileno={options['fd']}"]
         if options["unix_socket"]:
             return [f"unix:{options['unix_socket']}"]
         address = options["address"].replace(":", r"\:")
@@ -287,6 +342,20 @@ class Command(BaseCommand):
     def app_path(self, name: str) -> str:
         prefix = bokeh_settings.prefix
         return f"{prefix}/{name}" if prefix else name
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    result: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            result.append(arg)
+    return result
 
 
 if __name__ == "__main__":  # pragma: no cover
