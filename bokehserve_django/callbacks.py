@@ -28,7 +28,7 @@ from typing import Any
 
 from bokeh.io import curdoc
 
-from .sessions import app_code_executor
+from .sessions import callback_executor
 
 __all__ = ("run_in_thread",)
 
@@ -42,7 +42,7 @@ def run_in_thread(func: Callable[..., Any]) -> Callable[..., None]:
 
         async def run_locked() -> None:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(app_code_executor(), _call_closing_connections, func, args, kwargs)
+            await loop.run_in_executor(callback_executor(), _call_closing_connections, func, args, kwargs)
 
         # Next-tick callbacks run under the document lock and are awaited to completion.
         document.add_next_tick_callback(run_locked)

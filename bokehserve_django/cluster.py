@@ -111,6 +111,13 @@ class Cluster:
             "sessions shared through Redis" if self.distributed else "sessions local to this process",
         )
 
+    def forget(self) -> None:
+        """Drop the state of a run whose event loop has ended (no I/O)."""
+        self._tasks.clear()
+        self.redis = None
+        self.process_channel = None
+        self.started = False
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

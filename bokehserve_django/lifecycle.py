@@ -27,10 +27,16 @@ _starting: asyncio.Future[None] | None = None
 async def start_process() -> None:
     """Start sessions (on_server_loaded hooks, reaper), join the cluster, install relays. Idempotent."""
     global _starting
-    if _starting is not None:
+    loop = asyncio.get_running_loop()
+    if _starting is not None and _starting.get_loop() is loop:
         await asyncio.shield(_starting)
         return
-    _starting = asyncio.get_running_loop().create_future()
+    if _starting is not None:
+        # Started on an event loop that is gone (tests run one loop per test): start afresh.
+        from .cluster import cluster
+
+        cluster.forget()
+    _starting = loop.create_future()
     try:
         from . import broadcast
         from .cluster import cluster

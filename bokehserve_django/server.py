@@ -1,8 +1,9 @@
-"""Runs daphne with what Bokeh needs: close reasons on the wire, no WebSocket lifetime limit.
+"""Runs daphne with what Bokeh needs: close reasons on the wire, empty frames, orderly shutdown.
 
-daphne 4.2 drops the ``reason`` of an ASGI ``websocket.close`` message; BokehJS and
-``bokeh.client`` users need it to know why a connection ended. ``BokehDaphneServer``
-swaps in a WebSocket protocol that passes the reason on. Production deployments use
+daphne 4.2 drops the ``reason`` of an ASGI ``websocket.close`` message (BokehJS and
+``bokeh.client`` users need it to know why a connection ended) and silently skips
+zero-length frames (an empty numpy column is one). ``BokehDaphneServer`` swaps in a
+WebSocket protocol that sends both. Production deployments use
 it through ``python -m bokehserve_django.daphne`` (daphne's CLI with this server).
 """
 
@@ -21,6 +22,17 @@ class BokehWebSocketProtocol(WebSocketProtocol):
     """daphne's WebSocket protocol, sending the close reason the application gives."""
 
     def handle_reply(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "websocket.send" and self.state == self.STATE_OPEN:
+            # daphne skips empty payloads ("if message.get('bytes')"), but an empty numpy
+            # column is a 0-byte binary frame that BokehJS waits for.
+            data = message.get("bytes")
+            if data is not None and message.get("text") is None:
+                self.sendMessage(data, True)
+                return
+            text = message.get("text")
+            if text is not None and data is None:
+                self.sendMessage(text.encode("utf8"), False)
+                return
         if message.get("type") == "websocket.close" and self.state != self.STATE_CONNECTING:
             code = message.get("code") or 1000
             reason = message.get("reason") or None

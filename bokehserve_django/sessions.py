@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -265,15 +266,62 @@ class SessionConnection:
                 session.notify_connection_lost()
 
 
-_executor: ThreadPoolExecutor | None = None
+_app_executor: ThreadPoolExecutor | None = None
+_callback_executor: ThreadPoolExecutor | None = None
 
 
 def app_code_executor() -> ThreadPoolExecutor:
-    """The threads that run app code (document creation, ``run_in_thread`` callbacks)."""
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bokeh-app")
-    return _executor
+    """The thread that runs app code (document creation).
+
+    One thread: bokeh's script handlers patch module-level state (``bokeh.io`` output
+    functions) while a script runs, so two scripts must not run at once. The event loop
+    stays free meanwhile.
+    """
+    global _app_executor
+    if _app_executor is None:
+        _patch_curdoc_per_thread()
+        _app_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bokeh-app")
+    return _app_executor
+
+
+def callback_executor() -> ThreadPoolExecutor:
+    """The threads that run ``run_in_thread`` callbacks (ORM queries and other blocking code)."""
+    global _callback_executor
+    if _callback_executor is None:
+        _callback_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bokeh-callback")
+    return _callback_executor
+
+
+class _ThreadLocalStack(threading.local):
+    """A list per thread, standing in for bokeh's process-wide ``curdoc()`` override stack."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def append(self, item: Any) -> None:
+        self.items.append(item)
+
+    def pop(self, *args: Any) -> Any:
+        return self.items.pop(*args)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.items[index]
+
+
+def _patch_curdoc_per_thread() -> None:
+    """Give each thread its own ``curdoc()`` override stack.
+
+    bokeh keeps one list for the process (``bokeh.io.doc._PATCHED_CURDOCS``); app code
+    building a document in our worker thread and callbacks running on the event loop
+    would otherwise see each other's documents.
+    """
+    import bokeh.io.doc as bokeh_io_doc
+
+    if not isinstance(bokeh_io_doc._PATCHED_CURDOCS, _ThreadLocalStack):
+        bokeh_io_doc._PATCHED_CURDOCS = _ThreadLocalStack()  # type: ignore[assignment]
 
 
 def _run_app_code(application: Application, document: Document) -> None:
@@ -447,6 +495,7 @@ class SessionRuntime:
     def __init__(self) -> None:
         self._apps: dict[str, AppSessions] = {}
         self._started = False
+        self._stopping = False
         self._reaper: asyncio.Task[None] | None = None
         self._loggers: list[asyncio.Task[None]] = []
         #: Coroutines called with (app name, session id) after a session is destroyed.
@@ -486,8 +535,15 @@ class SessionRuntime:
 
     async def shutdown(self) -> None:
         """Destroy every session (running on_session_destroyed), then run on_server_unloaded."""
-        if not self._started:
+        if not self._started or self._stopping:
             return
+        self._stopping = True
+        try:
+            await self._shutdown()
+        finally:
+            self._stopping = False
+
+    async def _shutdown(self) -> None:
         for task in [self._reaper, *self._loggers]:
             if task is not None:
                 task.cancel()

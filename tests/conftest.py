@@ -13,3 +13,18 @@ def server():
     live = LiveServer()
     yield live
     live.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_connections_of_the_async_thread():
+    """Close DB connections a test left in asgiref's thread-sensitive thread.
+
+    Channels' consumers check old connections there on every message; a connection left
+    open by an earlier test (with database access) would then trip pytest-django's guard
+    in a later test without it.
+    """
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)

@@ -71,6 +71,8 @@ BOKEHSERVE = {
     "APPS": {
         "echo": TEST_APPS / "echo.py",
         "hooks": TEST_APPS / "hooks",
+        "empty_columns": TEST_APPS / "empty_columns.py",
+        "figure_app": TEST_APPS / "figure_app.py",
     },
     "SIGN_SESSIONS": False,
 }
