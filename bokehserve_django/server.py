@@ -55,6 +55,9 @@ class BokehDaphneServer(Server):
     def ws_factory(self, factory: Any) -> None:
         # daphne builds its factory inside run(); this is the one place to swap the protocol.
         factory.protocol = BokehWebSocketProtocol
+        # On a frame over the size limit, send a close frame (1009, with a reason) rather
+        # than dropping the TCP connection, so the client learns why.
+        factory.setProtocolOptions(failByDrop=False)
         self._ws_factory = factory
 
     def kill_all_applications(self) -> Any:

@@ -559,6 +559,9 @@ class SessionRuntime:
             app_sessions.run_unload_hook()
         self._apps.clear()
         self._started = False
+        if self._gc_handle is not None:
+            self._gc_handle.cancel()
+            self._gc_handle = None
         gc.collect()
         logger.info("Session runtime stopped")
 

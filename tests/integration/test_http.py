@@ -7,6 +7,7 @@ run against a real runbokeh process, where the ASGI static files handler is in f
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -24,7 +25,7 @@ from channels.testing import WebsocketCommunicator
 
 from bokehserve_django.sessions import runtime
 from tests.asgi import application
-from tests.bokeh_client import make_token
+from tests.bokeh_client import RawBokehClient, make_token
 from tests.live import LiveServer
 
 PROTOCOL = Protocol()
@@ -502,6 +503,32 @@ async def test_session_created_at_websocket_from_page_token_sees_the_same(
     assert "on_session_destroyed" in hook_log.read_text()
     doc = await pull_document(token, "/hooks/ws")
     assert doc.get_model_by_name("info").text == "args=['a'] seen_path=/hooks"
+
+
+async def test_live_page_token_opens_the_page_session_over_websocket(server):
+    """runbokeh end to end: the page of /hooks?a=1, then its WebSocket from the page's own origin."""
+
+    def fetch_page() -> str:
+        with urllib.request.urlopen(server.url + "/hooks?a=1", timeout=TIMEOUT) as response:
+            return response.read().decode()
+
+    token = token_in(await asyncio.to_thread(fetch_page))
+    client = await RawBokehClient.connect(
+        server.url.replace("http://", "ws://") + "/hooks/ws?a=1",
+        token,
+        origin=server.url,
+        open_timeout=TIMEOUT,
+    )
+    try:
+        assert client.ws.subprotocol == "bokeh"
+        assert (await asyncio.wait_for(client.recv(), TIMEOUT)).msgtype == "ACK"
+        await client.send(PROTOCOL.create("PULL-DOC-REQ"))
+        reply = await asyncio.wait_for(client.recv_type("PULL-DOC-REPLY"), TIMEOUT)
+        doc = Document()
+        reply.push_to_document(doc)
+        assert doc.get_model_by_name("info").text == "args=['a'] seen_path=/hooks"
+    finally:
+        await asyncio.wait_for(client.close(), TIMEOUT)
 
 
 async def test_page_query_arguments_exclude_bokeh_parameters(async_client, fresh_runtime):
