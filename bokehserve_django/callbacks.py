@@ -28,7 +28,7 @@ from typing import Any
 
 from bokeh.io import curdoc
 
-from .sessions import callback_executor
+from .threads import callback_executor
 
 __all__ = ("run_in_thread",)
 

@@ -102,6 +102,18 @@ class SignedClientSession(ClientSession):
     def token(self) -> str:
         return signing.generate_token(self.id)
 
+    def close(self, why: str = "closed") -> None:
+        """Send the changes still queued, then close.
+
+        bokeh.client only queues a PATCH-DOC when the document changes; its close() sends
+        the close frame at once, so the changes of a ``with pull_session(...)`` block
+        would never reach the server. A round trip first flushes them (the server applies
+        them before it answers).
+        """
+        if self.connected:
+            self.force_roundtrip()
+        super().close(why)
+
 
 def pull_session(
     request: HttpRequest | None,

@@ -13,11 +13,9 @@ import gc
 import logging
 import os
 import sys
-import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol as TypingProtocol
 
@@ -30,6 +28,7 @@ from tornado.ioloop import IOLoop
 
 from .exceptions import AppLoadError, SessionNotFound, SessionRefused
 from .protocol import CloseCode, error_message
+from .threads import app_code_executor
 
 if TYPE_CHECKING:
     from bokeh.application import Application
@@ -264,64 +263,6 @@ class SessionConnection:
             session.unsubscribe(self)
             if not session.destroyed:
                 session.notify_connection_lost()
-
-
-_app_executor: ThreadPoolExecutor | None = None
-_callback_executor: ThreadPoolExecutor | None = None
-
-
-def app_code_executor() -> ThreadPoolExecutor:
-    """The thread that runs app code (document creation).
-
-    One thread: bokeh's script handlers patch module-level state (``bokeh.io`` output
-    functions) while a script runs, so two scripts must not run at once. The event loop
-    stays free meanwhile.
-    """
-    global _app_executor
-    if _app_executor is None:
-        _patch_curdoc_per_thread()
-        _app_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bokeh-app")
-    return _app_executor
-
-
-def callback_executor() -> ThreadPoolExecutor:
-    """The threads that run ``run_in_thread`` callbacks (ORM queries and other blocking code)."""
-    global _callback_executor
-    if _callback_executor is None:
-        _callback_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bokeh-callback")
-    return _callback_executor
-
-
-class _ThreadLocalStack(threading.local):
-    """A list per thread, standing in for bokeh's process-wide ``curdoc()`` override stack."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    def append(self, item: Any) -> None:
-        self.items.append(item)
-
-    def pop(self, *args: Any) -> Any:
-        return self.items.pop(*args)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self.items[index]
-
-
-def _patch_curdoc_per_thread() -> None:
-    """Give each thread its own ``curdoc()`` override stack.
-
-    bokeh keeps one list for the process (``bokeh.io.doc._PATCHED_CURDOCS``); app code
-    building a document in our worker thread and callbacks running on the event loop
-    would otherwise see each other's documents.
-    """
-    import bokeh.io.doc as bokeh_io_doc
-
-    if not isinstance(bokeh_io_doc._PATCHED_CURDOCS, _ThreadLocalStack):
-        bokeh_io_doc._PATCHED_CURDOCS = _ThreadLocalStack()  # type: ignore[assignment]
 
 
 def _run_app_code(application: Application, document: Document) -> None:

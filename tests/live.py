@@ -53,7 +53,8 @@ class LiveServer:
 
     @property
     def log(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15) -> int:

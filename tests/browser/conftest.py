@@ -42,6 +42,6 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture
-def watch(page: Page) -> PageWatcher:
-    """The test's page, with problem collection and BokehJS helpers."""
-    return PageWatcher(page)
+def watch(page: Page, live: LiveServer) -> PageWatcher:
+    """The test's page, with problem collection and BokehJS helpers; failures quote the server's errors."""
+    return PageWatcher(page, server_log=lambda: live.log)

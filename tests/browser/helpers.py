@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +55,11 @@ RECORD_SOCKETS_JS = """(() => {
 })();"""
 
 
+def websocket_opens(log: str, session_id: str) -> int:
+    """How often the server log says a WebSocket was opened for ``session_id``."""
+    return sum(1 for line in log.splitlines() if "websocket opened" in line.lower() and repr(session_id) in line)
+
+
 def model_js(name: str) -> str:
     """A JS expression for the named model of the page's first Bokeh document."""
     return f"Bokeh.documents[0].get_model_by_name({json.dumps(name)})"
@@ -64,8 +68,9 @@ def model_js(name: str) -> str:
 class PageWatcher:
     """Collects console errors, uncaught page errors, failed requests and HTTP errors of a page."""
 
-    def __init__(self, page: Page) -> None:
+    def __init__(self, page: Page, server_log: Callable[[], str] | None = None) -> None:
         self.page = page
+        self._server_log = server_log
         self.problems: list[str] = []
         self.responses: dict[str, int] = {}
         page.on("console", self._on_console)
@@ -83,8 +88,17 @@ class PageWatcher:
         if response.status >= 400:
             self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
+    def report(self) -> str:
+        """The page's problems so far, and the server's error lines (the usual cause of an HTTP 500)."""
+        lines = [f"page problems: {self.problems}"]
+        if self._server_log is not None:
+            errors = [line for line in self._server_log().splitlines()
+                      if " ERROR " in line or line.startswith(("RuntimeError", "Internal Server Error"))]
+            lines.append("server errors:\n  " + "\n  ".join(errors[-10:]) if errors else "server log: no errors")
+        return "\n".join(lines)
+
     def assert_clean(self) -> None:
-        assert not self.problems, "the page reported problems:\n" + "\n".join(self.problems)
+        assert not self.problems, "the page reported problems\n" + self.report()
 
     def status_of(self, path_end: str) -> int | None:
         """The status of the (last) response whose URL path ends with ``path_end``."""
@@ -96,11 +110,12 @@ class PageWatcher:
     def open(self, url: str, nroots: int = 1) -> None:
         """Go to ``url`` and wait until BokehJS has rendered the document's roots."""
         response = self.page.goto(url)
-        assert response is not None and response.status == 200, f"GET {url} gave {response and response.status}"
+        assert response is not None and response.status == 200, (
+            f"GET {url} gave {response and response.status}\n{self.report()}")
         try:
             self.page.wait_for_function(RENDERED_JS, arg=nroots, timeout=15_000)
         except PlaywrightTimeout:
-            raise AssertionError(f"BokehJS did not render {url}; problems so far: {self.problems}") from None
+            raise AssertionError(f"BokehJS did not render {url}\n{self.report()}") from None
 
     def get(self, name: str, prop: str) -> Any:
         return self.page.evaluate(f"() => {model_js(name)}[{json.dumps(prop)}]")
@@ -123,8 +138,8 @@ class PageWatcher:
         try:
             return self.page.wait_for_function(expression, arg=arg, timeout=timeout).json_value()
         except PlaywrightTimeout:
-            raise AssertionError(f"timed out after {timeout} ms waiting for {what or expression}; "
-                                 f"problems: {self.problems}") from None
+            raise AssertionError(f"timed out after {timeout} ms waiting for {what or expression}\n"
+                                 f"{self.report()}") from None
 
     def wait_prop(self, name: str, prop: str, expected: Any, timeout: float = ROUND_TRIP_TIMEOUT) -> None:
         """Wait until ``name.prop`` equals ``expected`` (compared as JSON)."""
@@ -137,8 +152,8 @@ class PageWatcher:
                 actual = self.get(name, prop)
             except PlaywrightError as exc:
                 actual = f"<unreadable: {exc}>"
-            raise AssertionError(f"{name}.{prop} is {actual!r} after {timeout} ms, expected {expected!r}; "
-                                 f"problems: {self.problems}") from None
+            raise AssertionError(f"{name}.{prop} is {actual!r} after {timeout} ms, expected {expected!r}\n"
+                                 f"{self.report()}") from None
 
     def screenshot(self, filename: str) -> Path:
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
@@ -164,17 +179,24 @@ class ClientThread:
         return self._executor.submit(function, *args, **kwargs).result(timeout)
 
     def wait_for(self, session: Any, predicate: Callable[[], bool], timeout: float = 10) -> bool:
-        """Pump the client session (round trips run its loop, so patches arrive) until ``predicate()``."""
+        """Run the client session's loop, applying the server's PATCH-DOCs, until ``predicate()``.
+
+        ``session.force_roundtrip()`` cannot be used to wait for patches: while bokeh.client waits
+        for a reply (``states.WAITING_FOR_REPLY``) it drops every other message, PATCH-DOCs
+        included. Only ``CONNECTED_AFTER_ACK`` applies them, which ``ClientConnection._loop_until``
+        runs (checking ``predicate`` after each message). A timer stops the loop if the patch
+        never comes; the session is unusable afterwards (a read stays pending), so close it.
+        """
 
         def pump() -> bool:
-            deadline = time.monotonic() + timeout
-            while True:
-                session.force_roundtrip()
-                if predicate():
-                    return True
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.05)
+            connection = session._connection
+            loop = connection._loop
+            timer = loop.call_later(timeout, loop.stop)
+            try:
+                connection._loop_until(predicate)
+            finally:
+                loop.remove_timeout(timer)
+            return predicate()
 
         return self.call(pump, timeout=timeout + 10)
 
