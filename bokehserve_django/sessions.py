@@ -286,6 +286,18 @@ def _frames_of(message: Message[Any]) -> list[str | bytes]:
 # ---------------------------------------------------------------------------
 
 
+def _user_pk(request: SessionRequest | None) -> Any:
+    user = request.user if request is not None else None
+    return user.pk if getattr(user, "is_authenticated", False) else None
+
+
+def _check_same_user(session: BokehSession, request: SessionRequest | None) -> BokehSession:
+    owner = _user_pk(session.context.request)
+    if owner is not None and owner != _user_pk(request):
+        raise SessionRefused("This session belongs to another user.")
+    return session
+
+
 class AppSessions:
     """The live sessions of one application in this process, by id, and its lifecycle hooks."""
 
@@ -327,12 +339,17 @@ class AppSessions:
     async def get_or_create(
         self, session_id: str, request: SessionRequest | None, token: str, token_payload: dict[str, Any]
     ) -> BokehSession:
-        """The session ``session_id``; created (app code run once) if this process has none."""
+        """The session ``session_id``; created (app code run once) if this process has none.
+
+        A session opened by a signed-in user belongs to that user: another user who learns
+        its id (a shared link, a log line) is refused, since its document may hold that
+        user's data.
+        """
         if session_id in self._sessions:
-            return self._sessions[session_id]
+            return _check_same_user(self._sessions[session_id], request)
         pending = self._pending.get(session_id)
         if pending is not None:
-            return await asyncio.shield(pending)
+            return _check_same_user(await asyncio.shield(pending), request)
         future: asyncio.Future[BokehSession] = asyncio.get_running_loop().create_future()
         self._pending[session_id] = future
         try:

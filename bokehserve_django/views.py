@@ -32,7 +32,7 @@ from django.http import (
 from django.template.loader import render_to_string
 from django.views.static import serve
 
-from . import registry, signing
+from . import registry, security, signing
 from .auth import token_claims
 from .conf import bokeh_settings
 from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionNotFound, SessionRefused
@@ -192,11 +192,21 @@ async def render_page_for_relay(message: dict[str, Any]) -> None:
 
 
 def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:
+    """CORS for autoload.js: any page may load an app without credentials; only allowed
+    origins may make credentialed requests.
+
+    bokeh serve echoes every Origin with credentials allowed. Here the script holds a
+    token that may be bound to the signed-in user, so another site must not be able to
+    read a response made with the user's cookies.
+    """
     origin = request.headers.get("Origin")
-    # With credentials (cookies) the allowed origin must be explicit, not "*" (bokeh does the same).
-    response["Access-Control-Allow-Origin"] = origin if (origin and request.COOKIES) else "*"
     response["Access-Control-Allow-Headers"] = "*"
-    response["Access-Control-Allow-Credentials"] = "true"
+    if origin and security.origin_allowed(origin):
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Credentials"] = "true"
+        response["Vary"] = "Origin"
+    else:
+        response["Access-Control-Allow-Origin"] = "*"
     return response
 
 

@@ -228,9 +228,13 @@ def test_slash_page_on_the_live_server(server):
 
 
 def assert_cors(response: Any, origin: str = "*") -> None:
+    """Any page may load the script; only allowed origins may send credentials and read it."""
     assert response["Access-Control-Allow-Origin"] == origin
     assert response["Access-Control-Allow-Headers"] == "*"
-    assert response["Access-Control-Allow-Credentials"] == "true"
+    if origin == "*":
+        assert "Access-Control-Allow-Credentials" not in response
+    else:
+        assert response["Access-Control-Allow-Credentials"] == "true"
 
 
 async def test_autoload_js(async_client, fresh_runtime):
@@ -245,13 +249,18 @@ async def test_autoload_js(async_client, fresh_runtime):
     assert "/static/bokeh/js/bokeh.min.js" in js
 
 
-async def test_autoload_js_echoes_the_origin_when_cookies_are_sent(async_client, fresh_runtime):
+async def test_autoload_js_allows_credentials_only_for_allowed_origins(async_client, fresh_runtime, settings):
+    settings.BOKEHSERVE = {**settings.BOKEHSERVE, "ALLOWED_ORIGINS": ["embedder.example"]}
     async_client.cookies["some"] = "cookie"
     response = await async_client.get(
         "/echo/autoload.js", {"bokeh-autoload-element": "x"}, headers={"Origin": "https://embedder.example"}
     )
     assert response.status_code == 200
     assert_cors(response, "https://embedder.example")
+    response = await async_client.get(
+        "/echo/autoload.js", {"bokeh-autoload-element": "x"}, headers={"Origin": "https://evil.example"}
+    )
+    assert_cors(response, "*")
 
 
 async def test_autoload_js_without_element_is_400_and_opens_no_session(async_client, fresh_runtime):
