@@ -29,6 +29,9 @@ TOKEN_ISSUED_KEY = "bokehserve_issued"
 #: Channel-layer message type that closes a user's sessions (handled by the consumer).
 REVOKE_MESSAGE = "bokehserve.revoke"
 
+#: Broadcast to every process so each refuses tokens issued before the sign-out.
+REVOKED_MESSAGE = "bokehserve.revoked"
+
 #: user pk (as str) -> time of the last sign-out/deactivation this process heard of.
 _revoked_at: dict[str, float] = {}
 
@@ -89,10 +92,26 @@ def revoke_user(user_pk: Any) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    message = {"type": REVOKE_MESSAGE, "user": str(user_pk), "at": at}
     try:
-        async_to_sync(layer.group_send)(user_group(user_pk), {"type": REVOKE_MESSAGE, "user": str(user_pk), "at": at})
+        from .cluster import BROADCAST_GROUP
+
+        # The user's open WebSockets close; every process remembers the time, so tokens
+        # issued before it are refused wherever they are presented.
+        async_to_sync(layer.group_send)(user_group(user_pk), message)
+        async_to_sync(layer.group_send)(BROADCAST_GROUP, {**message, "type": REVOKED_MESSAGE})
     except Exception:
         logger.error("Could not broadcast the sign-out of user %s to Bokeh sessions", user_pk, exc_info=True)
+
+
+def install() -> None:
+    """Let this process hear of sign-outs that happen in other processes."""
+    from .cluster import cluster
+
+    async def handle(message: dict[str, Any]) -> None:
+        note_revocation(message["user"], message["at"])
+
+    cluster.on(REVOKED_MESSAGE, handle)
 
 
 def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:

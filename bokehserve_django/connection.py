@@ -39,6 +39,7 @@ class ClientConnection:
         self._receiver = FrameReceiver(max_buffers=max_buffers, max_message_bytes=max_message_bytes)
         self.connection = SessionConnection(session, transport)
         self.closing = False
+        self._errors_logged = 0
 
     @property
     def session(self) -> BokehSession | None:
@@ -77,7 +78,13 @@ class ClientConnection:
         try:
             reply = await handler(message, connection)
         except Exception as exc:
-            logger.error("Error handling %s for session %r", message.msgtype, connection.session.id, exc_info=True)
+            # The first failures get a traceback; a client repeating a bad message does not
+            # flood the log with them.
+            self._errors_logged += 1
+            logger.error(
+                "Error handling %s for session %r: %s", message.msgtype, connection.session.id, exc,
+                exc_info=self._errors_logged <= 3,
+            )
             reply = error_message(connection.protocol, message.header["msgid"], f"{type(exc).__name__}: server error")
         if reply is not None and connection.attached:
             await connection.send_message(reply)

@@ -38,7 +38,7 @@ async def start_process() -> None:
         cluster.forget()
     _starting = loop.create_future()
     try:
-        from . import broadcast
+        from . import auth, broadcast
         from .cluster import cluster
         from .relay import RENDER_PAGE, owner_relays
         from .views import render_page_for_relay
@@ -46,6 +46,7 @@ async def start_process() -> None:
         runtime.ensure_started()
         owner_relays.install()
         broadcast.install()
+        auth.install()
         cluster.on(RENDER_PAGE, render_page_for_relay)
         runtime.destroy_listeners.append(cluster.release)
         await cluster.start()

@@ -125,17 +125,16 @@ def default_excluded_cookies() -> list[str]:
 
 def filter_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers that go into a session token (INCLUDE_/EXCLUDE_HEADERS)."""
-    exclude = bokeh_settings.EXCLUDE_HEADERS
-    keep = _allowed_names(
-        headers, bokeh_settings.INCLUDE_HEADERS, DEFAULT_EXCLUDED_HEADERS if exclude is None else exclude
-    )
+    # Credentials stay out even when EXCLUDE_HEADERS is set, unless INCLUDE_HEADERS names them.
+    exclude = DEFAULT_EXCLUDED_HEADERS + list(bokeh_settings.EXCLUDE_HEADERS or [])
+    keep = _allowed_names(headers, bokeh_settings.INCLUDE_HEADERS, exclude)
     return {k: v for k, v in headers.items() if k in keep}
 
 
 def filter_cookies(cookies: Mapping[str, str]) -> dict[str, str]:
     """The cookies that go into a session token (INCLUDE_/EXCLUDE_COOKIES)."""
-    exclude = bokeh_settings.EXCLUDE_COOKIES
-    keep = _allowed_names(
-        cookies, bokeh_settings.INCLUDE_COOKIES, default_excluded_cookies() if exclude is None else exclude
-    )
+    # Django's session and CSRF cookies stay out even when EXCLUDE_COOKIES is set, unless
+    # INCLUDE_COOKIES names them.
+    exclude = default_excluded_cookies() + list(bokeh_settings.EXCLUDE_COOKIES or [])
+    keep = _allowed_names(cookies, bokeh_settings.INCLUDE_COOKIES, exclude)
     return {k: v for k, v in cookies.items() if k in keep}

@@ -24,6 +24,7 @@ def security_settings(settings):
     settings.BOKEHSERVE = security.BOKEHSERVE
     settings.ROOT_URLCONF = security.ROOT_URLCONF
     settings.LOGIN_URL = security.LOGIN_URL
+    settings.LOGOUT_REDIRECT_URL = security.LOGOUT_REDIRECT_URL
     return settings
 
 
@@ -46,12 +47,12 @@ def users(transactional_db) -> dict[str, Any]:
 
     analysts = Group.objects.create(name="analysts")
     others = Group.objects.create(name="others")
-    bob = User.objects.create_user("bob", password="pw-bob")
+    bob = User.objects.create_user("bob")
     bob.groups.add(others)
-    carol = User.objects.create_user("carol", password="pw-carol")
+    carol = User.objects.create_user("carol")
     carol.groups.add(analysts)
     carol.user_permissions.add(Permission.objects.get(codename="view_user", content_type__app_label="auth"))
-    alice = User.objects.create_user("alice", password="pw-alice")
+    alice = User.objects.create_user("alice")
     return {"anonymous": None, "bob": bob, "carol": carol, "alice": alice}
 
 
@@ -67,3 +68,38 @@ def hook_log(monkeypatch, tmp_path) -> Callable[[str], list[str]]:
         return [line.split()[2] for line in path.read_text().splitlines() if line.split()[0] == name]
 
     return events
+
+
+@pytest.fixture(scope="session")
+def security_live():
+    """One runbokeh process with tests/security/settings.py (policy apps, signing on), for the whole run."""
+    from tests.live import LiveServer
+
+    server = LiveServer(settings="tests.security.settings")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Debian Chromium (module-scoped: sync Playwright marks its loop as running)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def watch(chromium):
+    """A fresh browser page with problem collection (tests.browser.helpers.PageWatcher)."""
+    from tests.browser.helpers import PageWatcher
+
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield PageWatcher(page)
+    context.close()

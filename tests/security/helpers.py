@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from typing import Any
 
 from channels.testing import WebsocketCommunicator
@@ -68,3 +69,21 @@ async def opens(communicator: WebsocketCommunicator) -> bool:
     await communicator.receive_from(TIMEOUT)
     return True
 
+
+#: True once BokehJS has the document and a view of a root (echo.py has a second, view-less
+#: root, the ColumnDataSource, so tests.browser.helpers.RENDERED_JS does not apply).
+ECHO_RENDERED_JS = """() => {
+    if (!window.Bokeh || Bokeh.documents.length === 0) return false;
+    const views = Object.values(Bokeh.index);
+    return Bokeh.documents[0].roots().some((root) => views.some((view) => view.model === root));
+}"""
+
+
+def wait_for(predicate, timeout: float = 10) -> bool:
+    """Poll ``predicate`` (sync code) until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False

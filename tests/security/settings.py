@@ -9,9 +9,11 @@ from tests.settings import TEST_APPS
 
 ROOT_URLCONF = "tests.security.urls"
 LOGIN_URL = "/accounts/login/"
+LOGOUT_REDIRECT_URL = "/public"
 
-#: url name -> access policy. All of them serve tests/apps/echo.py, except "hooks_login"
-#: (tests/apps/hooks, which records lifecycle calls to $BOKEHSERVE_TEST_HOOK_LOG).
+#: url name -> access policy; each of these apps serves tests/apps/echo.py. "hooks" (public)
+#: and "hooks_login" serve tests/apps/hooks, which records lifecycle calls to
+#: $BOKEHSERVE_TEST_HOOK_LOG.
 POLICIES = {
     "public": "public",
     "login": "login",

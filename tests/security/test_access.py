@@ -27,6 +27,7 @@ from tests.live import LiveServer
 from tests.security.helpers import client_for, cookie_header, opens, token_in, websocket
 
 #: Who may open sessions of each app.
+# fmt: off
 ACCESS = {
     #            anonymous bob    carol  alice
     "public":   (True,     True,  True,  True),
@@ -35,6 +36,7 @@ ACCESS = {
     "group":    (False,    False, True,  False),
     "callable": (False,    False, False, True),
 }
+# fmt: on
 USERS = ("anonymous", "bob", "carol", "alice")
 
 
@@ -142,16 +144,10 @@ async def test_who_gets_in(path: str, app: str, user: str, users, fresh_runtime)
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def live():
-    server = LiveServer(settings="tests.security.settings")
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("app", [pytest.param(a, id=f"bokeh.client-{a}-anonymous-{'in' if allowed(a, 'anonymous') else 'out'}")
                                  for a in ACCESS])
-def test_bokeh_client_is_anonymous(app: str, live: LiveServer, security_settings) -> None:
+def test_bokeh_client_is_anonymous(app: str, security_live: LiveServer, security_settings) -> None:
+    live = security_live
     """pull_session signs its token with this process's settings (the live server's: signing on)."""
     if allowed(app, "anonymous"):
         with pull_session(None, app, url=f"{live.url}/{app}") as session:
@@ -160,3 +156,92 @@ def test_bokeh_client_is_anonymous(app: str, live: LiveServer, security_settings
         with pytest.raises(Exception, match="403"):
             pull_session(None, app, url=f"{live.url}/{app}")
         assert f"Refused WebSocket for app {app!r}" in live.log
+
+
+# ---------------------------------------------------------------------------
+# A session belongs to the user it was opened for
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_another_user_cannot_join_a_users_session_by_its_id(users, fresh_runtime) -> None:
+    """carol's session id leaks (a shared ?bokeh-session-id= link, a Referer, a log line); bob, who
+    may use the app, must not get a token for carol's session, whose document was personalised
+    for carol (session_context.user is carol; apps filter ORM queries by it)."""
+    from bokeh.util.token import get_session_id
+
+    carol = await client_for(users["carol"])
+    response = await carol.get("/login")
+    assert response.status_code == 200
+    carol_session_id = get_session_id(token_in(response.content.decode()))
+
+    bob = await client_for(users["bob"])
+    response = await bob.get("/login", {"bokeh-session-id": carol_session_id})
+    assert response.status_code == 403, (
+        "bob was given a token for carol's session: "
+        f"session_context.user of the session he reaches is {runtime.app('login').get(carol_session_id).context.user}"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_another_user_cannot_use_a_users_token(users, fresh_runtime) -> None:
+    """carol's token (say, lifted by an XSS) offered with bob's own cookie reaches no session of hers."""
+    carol = await client_for(users["carol"])
+    token = token_in((await carol.get("/login")).content.decode())
+    bob = await client_for(users["bob"])
+    async with websocket("login", token, cookie=cookie_header(bob)) as communicator:
+        assert not await opens(communicator)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_owner_rejoins_and_sessions_without_a_user_stay_shareable(users, fresh_runtime) -> None:
+    """carol may reopen her own session by id; a session opened without a user (an anonymous
+    visitor, or bokeh.client in the pull_session + server_session recipe) is open to whoever
+    the site hands its id to, as in bokeh serve."""
+    from bokeh.util.token import get_session_id
+
+    carol = await client_for(users["carol"])
+    carol_id = get_session_id(token_in((await carol.get("/login")).content.decode()))
+    assert (await carol.get("/login", {"bokeh-session-id": carol_id})).status_code == 200
+
+    anonymous_id = get_session_id(token_in((await AsyncClient().get("/public")).content.decode()))
+    bob = await client_for(users["bob"])
+    response = await bob.get("/public", {"bokeh-session-id": anonymous_id})
+    assert response.status_code == 200
+    assert get_session_id(token_in(response.content.decode())) == anonymous_id
+
+
+# ---------------------------------------------------------------------------
+# Caps on live sessions per user
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sessions_per_user_are_capped_and_other_users_are_not_affected(security_settings, users,
+                                                                             fresh_runtime) -> None:
+    security_settings.BOKEHSERVE = {**security_settings.BOKEHSERVE, "MAX_SESSIONS_PER_USER": 2}
+    bob = await client_for(users["bob"])
+    assert [(await bob.get("/login")).status_code for _ in range(2)] == [200, 200]
+    assert (await bob.get("/login")).status_code == 403
+    token = signing.generate_token(signing.generate_session_id())
+    async with websocket("login", token, cookie=cookie_header(bob)) as communicator:
+        assert not await opens(communicator)
+    carol = await client_for(users["carol"])
+    assert (await carol.get("/login")).status_code == 200
+    assert len(runtime.app("login").sessions) == 3
+
+
+# ---------------------------------------------------------------------------
+# CSRF: nothing is exempt from Django's CSRF protection
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/public", "/public/autoload.js?bokeh-autoload-element=x", "/public/metadata"])
+async def test_posts_without_a_csrf_token_are_refused(path, users, fresh_runtime) -> None:
+    client = AsyncClient(enforce_csrf_checks=True)
+    await client.aforce_login(users["carol"])
+    response = await client.post(path)
+    assert response.status_code == 403
+    assert b"CSRF" in response.content
+    assert len(runtime.app("public").sessions) == 0

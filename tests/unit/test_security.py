@@ -67,4 +67,7 @@ class TestTokenFilters:
     def test_include_and_exclude_lists_choose(self, settings) -> None:
         settings.BOKEHSERVE = {"INCLUDE_COOKIES": ["sessionid"], "EXCLUDE_HEADERS": ["user-agent"]}
         assert security.filter_cookies({"sessionid": "s", "theme": "d"}) == {"sessionid": "s"}
+        # An exclude list adds to the credentials that always stay out.
+        assert security.filter_headers({"User-Agent": "t", "Authorization": "a", "X-A": "1"}) == {"X-A": "1"}
+        settings.BOKEHSERVE = {"INCLUDE_HEADERS": ["Authorization"]}
         assert security.filter_headers({"User-Agent": "t", "Authorization": "a"}) == {"Authorization": "a"}
