@@ -28,3 +28,22 @@ def _close_connections_of_the_async_thread():
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _restore_run_overrides():
+    """runbokeh (called in-process by some tests) leaves its flags in the environment: undo that."""
+    import os
+
+    from bokehserve_django import registry
+    from bokehserve_django.conf import OVERRIDES_ENV, bokeh_settings
+
+    before = os.environ.get(OVERRIDES_ENV)
+    yield
+    if os.environ.get(OVERRIDES_ENV) != before:
+        if before is None:
+            os.environ.pop(OVERRIDES_ENV, None)
+        else:
+            os.environ[OVERRIDES_ENV] = before
+        bokeh_settings.reload()
+        registry.reset()
