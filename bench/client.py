@@ -266,11 +266,15 @@ class Session:
                 await ws.recv()  # metadata, ignored by Bokeh
                 content_frame = await ws.recv()
                 buffers: dict[str, bytes] = {}
-                for _ in range(int(header.get("num_buffers", 0) or 0)):
+                count = int(header.get("num_buffers", 0) or 0)
+                for i in range(count):
                     ref = json.loads(await ws.recv())
                     payload = await ws.recv()
                     if not isinstance(payload, bytes):
-                        raise BenchError("buffer payload arrived as a text frame")
+                        raise BenchError(
+                            f"{header.get('msgtype')} announced {count} buffer(s); after the header of buffer "
+                            f"{i + 1} ({ref}) came a text frame {payload[:60]!r} instead of its binary payload"
+                        )
                     buffers[ref["id"]] = payload
                 message = Message(header, json.loads(content_frame), buffers, time.perf_counter(), time.time())
                 if self.on_message is not None:
@@ -281,7 +285,8 @@ class Session:
             raise
         except BaseException as exc:  # connection closed or garbage: wake up whoever waits
             self.error = exc
-            closed = Message({"msgtype": "__closed__"}, {"error": repr(exc)}, {}, time.perf_counter())
+            reason = str(exc) if isinstance(exc, BenchError) else repr(exc)
+            closed = Message({"msgtype": "__closed__"}, {"error": reason}, {}, time.perf_counter())
             if self.on_message is not None:
                 self.on_message(closed)
             self._queue.put_nowait(closed)
