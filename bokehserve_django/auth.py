@@ -9,7 +9,7 @@ tokens issued before that moment.
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import time
 from typing import Any
@@ -20,25 +20,17 @@ from django.contrib.auth.models import AnonymousUser
 
 from .conf import bokeh_settings
 
-__all__ = ("TOKEN_ISSUED_KEY", "TOKEN_USER_KEY", "revoke_user", "token_claims", "user_for_websocket", "user_group")
+__all__ = ("TOKEN_ISSUED_KEY", "TOKEN_USER_KEY", "register_connection", "revoke_user", "token_claims", "user_for_websocket")
 
 logger = logging.getLogger(__name__)
 
 TOKEN_USER_KEY = "bokehserve_user"
 TOKEN_ISSUED_KEY = "bokehserve_issued"
-#: Channel-layer message type that closes a user's sessions (handled by the consumer).
+#: Channel-layer message (to every process) that closes a user's sessions.
 REVOKE_MESSAGE = "bokehserve.revoke"
-
-#: Broadcast to every process so each refuses tokens issued before the sign-out.
-REVOKED_MESSAGE = "bokehserve.revoked"
 
 #: user pk (as str) -> time of the last sign-out/deactivation this process heard of.
 _revoked_at: dict[str, float] = {}
-
-
-def user_group(user_pk: Any) -> str:
-    """The channel-layer group of one user's WebSockets (hashed: pks may be any text)."""
-    return "bokehserve.user." + hashlib.sha256(str(user_pk).encode()).hexdigest()[:32]
 
 
 def token_claims(user: Any) -> dict[str, Any]:
@@ -89,29 +81,55 @@ def revoke_user(user_pk: Any) -> None:
     note_revocation(user_pk, at)
     from channels.layers import get_channel_layer
 
+    from .cluster import BROADCAST_GROUP
+
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": REVOKE_MESSAGE, "user": str(user_pk), "at": at}
     try:
-        from .cluster import BROADCAST_GROUP
-
-        # The user's open WebSockets close; every process remembers the time, so tokens
-        # issued before it are refused wherever they are presented.
-        async_to_sync(layer.group_send)(user_group(user_pk), message)
-        async_to_sync(layer.group_send)(BROADCAST_GROUP, {**message, "type": REVOKED_MESSAGE})
+        # Every process hears it: each closes the user's connections it carries and
+        # refuses tokens issued before this moment.
+        async_to_sync(layer.group_send)(BROADCAST_GROUP, {"type": REVOKE_MESSAGE, "user": str(user_pk), "at": at})
     except Exception:
         logger.error("Could not broadcast the sign-out of user %s to Bokeh sessions", user_pk, exc_info=True)
 
 
+#: user pk (as str) -> the WebSocket consumers of that user in this process.
+_connections: dict[str, set[Any]] = {}
+
+
+def register_connection(user: Any, consumer: Any) -> None:
+    """Remember that ``consumer`` carries a session of ``user`` (for sign-out)."""
+    if getattr(user, "is_authenticated", False):
+        _connections.setdefault(str(user.pk), set()).add(consumer)
+
+
+def unregister_connection(consumer: Any) -> None:
+    for key in [k for k, consumers in _connections.items() if consumer in consumers]:
+        _connections[key].discard(consumer)
+        if not _connections[key]:
+            del _connections[key]
+
+
+async def _handle_revocation(message: dict[str, Any]) -> None:
+    note_revocation(message["user"], message["at"])
+    for consumer in list(_connections.get(str(message["user"]), ())):
+        # Closing runs the sessions' hooks: do it aside, not in the process's message loop.
+        asyncio.get_running_loop().create_task(_revoke(consumer, message["user"]))
+
+
+async def _revoke(consumer: Any, user_pk: str) -> None:
+    try:
+        await consumer.revoke()
+    except Exception:
+        logger.error("Could not close a session of user %s", user_pk, exc_info=True)
+
+
 def install() -> None:
-    """Let this process hear of sign-outs that happen in other processes."""
+    """Let this process hear of sign-outs, wherever they happen."""
     from .cluster import cluster
 
-    async def handle(message: dict[str, Any]) -> None:
-        note_revocation(message["user"], message["at"])
-
-    cluster.on(REVOKED_MESSAGE, handle)
+    cluster.on(REVOKE_MESSAGE, _handle_revocation)
 
 
 def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:

@@ -95,7 +95,7 @@ class Cluster:
         if self._layer is None:
             logger.warning("No channel layer: broadcast and sign-out revocation are off")
             return
-        self.process_channel = await self._layer.new_channel("bokehserve.process")
+        self.process_channel = await self._layer.new_channel()
         await self._layer.group_add(BROADCAST_GROUP, self.process_channel)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._listen()))
@@ -180,6 +180,9 @@ class Cluster:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             try:
                 await self._beat()
+                # Re-join the broadcast group: Redis may have restarted (groups lost), and
+                # channels_redis expires memberships after group_expiry.
+                await self._layer.group_add(BROADCAST_GROUP, self.process_channel)
                 if self._redis_down:
                     logger.warning("Redis is reachable again")
                     self._redis_down = False
@@ -210,6 +213,10 @@ class Cluster:
                 owner = owner.decode()
                 if owner == me:
                     return None
+                if await self.redis.exists(self._alive_key(owner)):
+                    return owner
+                # No liveness key: dead, or Redis restarted and the owner has not beaten yet.
+                await asyncio.sleep(HEARTBEAT_INTERVAL * 1.5)
                 if await self.redis.exists(self._alive_key(owner)):
                     return owner
                 if await self.redis.eval(_CAS, 1, key, owner, me, OWNER_TTL):

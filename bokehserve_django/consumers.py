@@ -16,7 +16,7 @@ from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
 from . import registry, security, signing
-from .auth import note_revocation, user_for_websocket, user_group
+from .auth import register_connection, unregister_connection, user_for_websocket
 from .conf import bokeh_settings
 from .cluster import cluster
 from .connection import ClientConnection
@@ -37,11 +37,13 @@ class BokehConsumer(AsyncConsumer):
 
     client: ClientConnection | None = None
     relay: EdgeRelay | None = None
+    # No per-connection channel-layer receive: cancelling it on disconnect loses other
+    # connections' messages in channels_redis; relayed traffic arrives on the process channel.
+    channel_layer_alias = "bokehserve.no-per-connection-layer"
 
     async def websocket_connect(self, event: dict[str, Any]) -> None:
         self.client = None
         self.relay = None
-        self._user_group: str | None = None
         self._app_name = app_name = self.scope["url_route"]["kwargs"]["app_name"]
         refusal = self._refusal_reason(app_name)
         if refusal is not None:
@@ -79,32 +81,22 @@ class BokehConsumer(AsyncConsumer):
             max_buffers=bokeh_settings.MAX_BUFFERS_PER_MESSAGE,
             max_message_bytes=bokeh_settings.WEBSOCKET_MAX_MESSAGE_SIZE,
         )
-        await self._join_user_group(user)
+        await self._register_user(user)
         logger.info("WebSocket opened for session %r of app %r", session.id, app_name)
         await self.client.open()
 
-    async def _join_user_group(self, user: Any) -> None:
-        if getattr(user, "is_authenticated", False) and self.channel_layer is not None:
-            # Sign-out anywhere reaches this connection through the user's group.
-            self._user_group = user_group(user.pk)
-            await self.channel_layer.group_add(self._user_group, self.channel_name)
+    async def _register_user(self, user: Any) -> None:
+        # Sign-out anywhere reaches this connection through the process's broadcast.
+        register_connection(user, self)
 
     async def _open_relay(self, owner: str, info: Any, token: str, user: Any) -> None:
         """The session lives in another process: relay this WebSocket to it."""
         await self.send({"type": "websocket.accept", "subprotocol": "bokeh"})
-        self.relay = EdgeRelay(owner, self.channel_name, self.close_connection)
-        await self._join_user_group(user)
+        self.relay = EdgeRelay(owner, self)
+        await self._register_user(user)
         user_pk = user.pk if getattr(user, "is_authenticated", False) else None
         await self.relay.open(self._app_name, info.session_id, token, info.payload, self.scope, user_pk)
         logger.info("WebSocket for session %r of app %r relayed to its owner process", info.session_id, self._app_name)
-
-    async def bokehserve_relay_frames(self, event: dict[str, Any]) -> None:
-        """Owner -> client: the frames of one message."""
-        await self.send_frames(event["frames"])
-
-    async def bokehserve_relay_close(self, event: dict[str, Any]) -> None:
-        """The owner closed the relayed connection."""
-        await self.close_connection(event["code"], event["reason"])
 
     def _refusal_reason(self, app_name: str) -> str | None:
         """Why this upgrade must get a 403, or None to go on (checked before any token work)."""
@@ -136,11 +128,16 @@ class BokehConsumer(AsyncConsumer):
         if self.client is not None:
             await self.client.feed(fragment)
         elif self.relay is not None:
-            await self.relay.forward(fragment)
+            try:
+                await self.relay.forward(fragment)
+            except Exception as exc:  # the channel layer (Redis) is unreachable
+                logger.warning("Could not relay a frame to the owner process (%s); closing the client", exc)
+                relay, self.relay = self.relay, None
+                await relay.closed()
+                await self.close_connection(CloseCode.OWNER_LOST, "Lost contact with the process holding this session; reload")
 
-    async def bokehserve_revoke(self, event: dict[str, Any]) -> None:
+    async def revoke(self) -> None:
         """The user signed out or was deactivated: their session closes, hooks run."""
-        note_revocation(event["user"], event["at"])
         if self.relay is not None:
             await self.relay.discard_session()
             return
@@ -151,8 +148,7 @@ class BokehConsumer(AsyncConsumer):
         await runtime.app(self._app_name).discard(session, reason="Signed out", close_code=CloseCode.ACCESS_REVOKED)
 
     async def websocket_disconnect(self, event: dict[str, Any]) -> None:
-        if self._user_group and self.channel_layer is not None:
-            await self.channel_layer.group_discard(self._user_group, self.channel_name)
+        unregister_connection(self)
         if self.relay is not None:
             await self.relay.closed()
         if self.client is not None:

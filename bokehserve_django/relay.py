@@ -41,13 +41,29 @@ PAGE_TIMEOUT = 15
 OWNER_CHECK_INTERVAL = 1.0
 
 
+#: Edge address ("<process channel>|<id>") -> the consumer it belongs to, in this process.
+_edges: dict[str, Any] = {}
+_pending_pages: dict[str, asyncio.Future] = {}
+
+
+def _address(local_id: str) -> str:
+    return f"{cluster.process_channel}|{local_id}"
+
+
+def _process_of(address: str) -> str:
+    return address.split("|", 1)[0]
+
+
 class EdgeRelay:
     """The edge end of a relayed WebSocket (lives in the consumer)."""
 
-    def __init__(self, owner: str, edge_channel: str, close_client: Any) -> None:
+    def __init__(self, owner: str, consumer: Any) -> None:
+        import uuid
+
         self.owner = owner
-        self.edge_channel = edge_channel
-        self._close_client = close_client
+        self.edge_channel = _address(uuid.uuid4().hex)
+        self._close_client = consumer.close_connection
+        _edges[self.edge_channel] = consumer
         self._watchdog: asyncio.Task[None] | None = None
 
     async def open(self, app_name: str, session_id: str, token: str, payload: dict[str, Any], scope: dict[str, Any], user_pk: Any) -> None:
@@ -77,6 +93,7 @@ class EdgeRelay:
         await cluster.send(self.owner, {"type": DISCARD, "edge": self.edge_channel})
 
     async def closed(self) -> None:
+        _edges.pop(self.edge_channel, None)
         if self._watchdog is not None:
             self._watchdog.cancel()
         with contextlib.suppress(Exception):
@@ -98,25 +115,37 @@ class _RelayTransport:
         self.edge = edge
 
     async def send_frames(self, frames: Iterable[str | bytes]) -> None:
-        await cluster.send(self.edge, {"type": FRAMES, "frames": list(frames)})
+        await cluster.send(_process_of(self.edge), {"type": FRAMES, "edge": self.edge, "frames": list(frames)})
 
     async def close_connection(self, code: int, reason: str) -> None:
-        await cluster.send(self.edge, {"type": CLOSE, "code": int(code), "reason": reason})
+        await cluster.send(_process_of(self.edge), {"type": CLOSE, "edge": self.edge, "code": int(code), "reason": reason})
 
 
 class _OwnedClient:
-    def __init__(self, app_name: str, client: ClientConnection) -> None:
-        self.app_name = app_name
-        self.client = client
-        self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
-        self.worker = asyncio.get_running_loop().create_task(self._work())
+    """Owner side of one relayed client: its frames, fed to its connection in order."""
 
-    async def _work(self) -> None:
-        while True:
-            fragment = await self.queue.get()
-            if fragment is None:
+    def __init__(self, app_name: str) -> None:
+        self.app_name = app_name
+        self.client: ClientConnection | None = None
+        self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.worker: asyncio.Task[None] | None = None
+
+    def start(self, attach: Any) -> None:
+        self.worker = asyncio.get_running_loop().create_task(self._work(attach))
+
+    async def _work(self, attach: Any) -> None:
+        try:
+            if not await attach:
                 return
-            await self.client.feed(fragment)
+            while True:
+                fragment = await self.queue.get()
+                if fragment is None:  # the client went away
+                    return
+                assert self.client is not None
+                await self.client.feed(fragment)
+        finally:
+            if self.client is not None:
+                self.client.detach()
 
 
 class OwnerRelays:
@@ -130,8 +159,34 @@ class OwnerRelays:
         cluster.on(FRAME, self._frame)
         cluster.on(CLOSED, self._closed)
         cluster.on(DISCARD, self._discard)
+        cluster.on(FRAMES, self._edge_frames)
+        cluster.on(CLOSE, self._edge_close)
+        cluster.on(PAGE, self._page)
+
+    async def _edge_frames(self, message: dict[str, Any]) -> None:
+        consumer = _edges.get(message["edge"])
+        if consumer is not None:
+            await consumer.send_frames(message["frames"])
+
+    async def _edge_close(self, message: dict[str, Any]) -> None:
+        consumer = _edges.get(message["edge"])
+        if consumer is not None:
+            await consumer.close_connection(message["code"], message["reason"])
+
+    async def _page(self, message: dict[str, Any]) -> None:
+        future = _pending_pages.get(message["reply"])
+        if future is not None and not future.done():
+            future.set_result(message)
 
     async def _open(self, message: dict[str, Any]) -> None:
+        # Frames may arrive while the session is being created (app code can take a
+        # while): queue them now, and create the session in a task, so relay traffic of
+        # other sessions keeps flowing through this process meanwhile.
+        owned = _OwnedClient(message["app"])
+        self._clients[message["edge"]] = owned
+        owned.start(self._attach(message, owned))
+
+    async def _attach(self, message: dict[str, Any], owned: _OwnedClient) -> bool:
         from .auth import user_for_websocket
         from .exceptions import AppLoadError, SessionRefused
         from .requests import from_websocket_scope
@@ -151,16 +206,17 @@ class OwnerRelays:
                 message["session_id"], request, message["token"], message["payload"]
             )
         except (AppLoadError, SessionRefused) as exc:
+            self._clients.pop(edge, None)
             await transport.close_connection(CloseCode.SESSION_DESTROYED, f"Session unavailable: {exc}")
-            return
-        client = ClientConnection(
+            return False
+        owned.client = ClientConnection(
             session, transport,
             max_buffers=bokeh_settings.MAX_BUFFERS_PER_MESSAGE,
             max_message_bytes=bokeh_settings.WEBSOCKET_MAX_MESSAGE_SIZE,
         )
-        self._clients[edge] = _OwnedClient(app_name, client)
         logger.info("Relayed WebSocket attached to session %r of app %r", session.id, app_name)
-        await client.open()
+        await owned.client.open()
+        return True
 
     async def _frame(self, message: dict[str, Any]) -> None:
         owned = self._clients.get(message["edge"])
@@ -173,14 +229,13 @@ class OwnerRelays:
         owned = self._clients.pop(message["edge"], None)
         if owned is None:
             return
-        await owned.queue.put(None)
-        owned.client.detach()
+        await owned.queue.put(None)  # the worker detaches after the frames before it
 
     async def _discard(self, message: dict[str, Any]) -> None:
         from .sessions import runtime
 
         owned = self._clients.get(message["edge"])
-        session = owned.client.session if owned is not None else None
+        session = owned.client.session if owned is not None and owned.client is not None else None
         if session is not None:
             await runtime.app(owned.app_name).discard(session, reason="Signed out", close_code=CloseCode.ACCESS_REVOKED)
 
@@ -191,19 +246,24 @@ class OwnerRelays:
 
 async def request_page(owner: str, app_name: str, session_id: str, token: str) -> tuple[int, str]:
     """Ask the owner process to render the page of its session; (status, html)."""
-    layer = cluster._layer
-    reply = await layer.new_channel("bokehserve.reply")
-    await cluster.send(owner, {"type": RENDER_PAGE, "reply": reply, "app": app_name, "session_id": session_id, "token": token})
+    import uuid
+
+    reply = _address(uuid.uuid4().hex)
+    future = asyncio.get_running_loop().create_future()
+    _pending_pages[reply] = future
     try:
-        message = await asyncio.wait_for(layer.receive(reply), PAGE_TIMEOUT)
+        await cluster.send(owner, {"type": RENDER_PAGE, "reply": reply, "app": app_name, "session_id": session_id, "token": token})
+        message = await asyncio.wait_for(future, PAGE_TIMEOUT)
     except TimeoutError:
         return 504, "The process holding this session did not answer; reload the page.\n"
+    finally:
+        _pending_pages.pop(reply, None)
     return int(message["status"]), message["html"]
 
 
 async def send_page(message: dict[str, Any], status: int, html: str) -> None:
     """Owner side: answer a RENDER_PAGE request."""
-    await cluster.send(message["reply"], {"type": PAGE, "status": status, "html": html})
+    await cluster.send(_process_of(message["reply"]), {"type": PAGE, "reply": message["reply"], "status": status, "html": html})
 
 
 def _load_user(user_pk: str) -> Any:

@@ -6,6 +6,8 @@ and render with bokeh's embed helpers. No WebSocket code.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -182,8 +184,18 @@ def render_page(page_session: Any) -> str:
 
 async def render_page_for_relay(message: dict[str, Any]) -> None:
     """Owner side of a page request that landed on another process of the cluster."""
+    asyncio.get_running_loop().create_task(_render_page_for_relay(message))
+
+
+async def _render_page_for_relay(message: dict[str, Any]) -> None:
+    app_sessions = runtime.app(message["app"])
+    # The claim is won before the app code has run: wait for a creation in progress.
+    pending = app_sessions._pending.get(message["session_id"])
+    if pending is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(pending)
     try:
-        session = runtime.app(message["app"]).get(message["session_id"])
+        session = app_sessions.get(message["session_id"])
     except SessionNotFound:
         await send_page(message, 404, "This session no longer exists; reload the page.\n")
         return

@@ -68,7 +68,9 @@ if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            # redis-py >= 8 reads with a 5 s timeout by default, as long as channels_redis's
+            # blocking receive: idle WebSockets would be closed (1011) every few seconds.
+            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": 15}], "capacity": 1000},
         }
     }
 else:
