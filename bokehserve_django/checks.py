@@ -36,6 +36,10 @@ class Messages:
     )
     UNSIGNED_SESSIONS = "BOKEHSERVE['SIGN_SESSIONS'] is False while DEBUG is False; anyone can guess session URLs."
     WEAK_SIGNING_KEY = "BOKEHSERVE['SECRET_KEY'] (or BOKEH_SECRET_KEY) is shorter than 32 characters; tokens can be forged."
+    REDIS_SOCKET_TIMEOUT = (
+        "CHANNEL_LAYERS['default'] uses channels_redis with redis-py {version}, whose 5 s default socket timeout "
+        "equals channels_redis's blocking receive: receives on quiet channels fail with TimeoutError."
+    )
 
 
 class Hints:
@@ -52,6 +56,9 @@ class Hints:
     ORIGIN_WILDCARD = "List the origins that embed your apps, e.g. ['example.com', 'app.example.com:8443']."
     IN_MEMORY_LAYER = "Use channels_redis.core.RedisChannelLayer when you run more than one process."
     UNSIGNED_SESSIONS = "Remove SIGN_SESSIONS (it defaults to True when DEBUG is False) or set it to True."
+    REDIS_SOCKET_TIMEOUT = (
+        "Give each host a longer socket_timeout: \"hosts\": [{\"address\": \"redis://...\", \"socket_timeout\": 15}]."
+    )
     WEAK_SIGNING_KEY = (
         "Remove it to derive the key from Django's SECRET_KEY, or use a long random value, e.g. "
         "python -c 'import secrets; print(secrets.token_urlsafe(48))'."
@@ -67,6 +74,7 @@ class Codes:
     IN_MEMORY_LAYER = "bokehserve_django.W002"
     UNSIGNED_SESSIONS = "bokehserve_django.W003"
     WEAK_SIGNING_KEY = "bokehserve_django.W004"
+    REDIS_SOCKET_TIMEOUT = "bokehserve_django.W005"
 
 
 @register(Tags.compatibility)
@@ -85,7 +93,37 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         errors.append(Error(Messages.NO_FINDER, hint=Hints.NO_FINDER, id=Codes.NO_FINDER))
     if apps_spec:
         errors.extend(_check_apps())
+    errors.extend(_check_redis_hosts())
     return errors
+
+
+def _long_socket_timeout(host: Any) -> bool:
+    """Whether a channels_redis host sets a socket timeout above the 5 s blocking receive (None: no timeout)."""
+    if not isinstance(host, dict) or "socket_timeout" not in host:
+        return False
+    return host["socket_timeout"] is None or host["socket_timeout"] > 5
+
+
+def _check_redis_hosts() -> list[Warning]:
+    layer = (getattr(settings, "CHANNEL_LAYERS", {}) or {}).get("default", {})
+    if "channels_redis" not in layer.get("BACKEND", ""):
+        return []
+    try:
+        import redis
+
+        major = int(redis.__version__.split(".")[0])
+    except Exception:
+        return []
+    hosts = layer.get("CONFIG", {}).get("hosts") or ["redis://localhost:6379"]
+    if major >= 8 and not all(_long_socket_timeout(host) for host in hosts):
+        return [
+            Warning(
+                Messages.REDIS_SOCKET_TIMEOUT.format(version=redis.__version__),
+                hint=Hints.REDIS_SOCKET_TIMEOUT,
+                id=Codes.REDIS_SOCKET_TIMEOUT,
+            )
+        ]
+    return []
 
 
 def _check_apps() -> list[Error]:

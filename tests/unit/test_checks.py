@@ -54,3 +54,15 @@ def test_no_deploy_warnings_in_debug(settings) -> None:
     settings.DEBUG = True
     settings.BOKEHSERVE = {"ALLOWED_ORIGINS": ["*"]}
     assert check_deployment() == []
+
+
+def test_redis_hosts_without_a_longer_socket_timeout(settings) -> None:
+    from bokehserve_django.checks import Codes
+
+    backend = "channels_redis.core.RedisChannelLayer"
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
+    assert Codes.REDIS_SOCKET_TIMEOUT in [e.id for e in check_configuration()]
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": backend, "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": 15}]}}
+    }
+    assert Codes.REDIS_SOCKET_TIMEOUT not in [e.id for e in check_configuration()]
