@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Info, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import bokeh_settings
@@ -36,6 +36,10 @@ class Messages:
     )
     UNSIGNED_SESSIONS = "BOKEHSERVE['SIGN_SESSIONS'] is False while DEBUG is False; anyone can guess session URLs."
     WEAK_SIGNING_KEY = "BOKEHSERVE['SECRET_KEY'] (or BOKEH_SECRET_KEY) is shorter than 32 characters; tokens can be forged."
+    CLUSTER_OFF = (
+        "Cluster features are off: CHANNEL_LAYERS uses {backend}, so sessions are served by the process that "
+        "created them, and broadcasts and sign-outs reach this process only."
+    )
     REDIS_SOCKET_TIMEOUT = (
         "CHANNEL_LAYERS['default'] uses channels_redis with redis-py {version}, whose 5 s default socket timeout "
         "equals channels_redis's blocking receive: receives on quiet channels fail with TimeoutError."
@@ -56,6 +60,10 @@ class Hints:
     ORIGIN_WILDCARD = "List the origins that embed your apps, e.g. ['example.com', 'app.example.com:8443']."
     IN_MEMORY_LAYER = "Use channels_redis.core.RedisChannelLayer when you run more than one process."
     UNSIGNED_SESSIONS = "Remove SIGN_SESSIONS (it defaults to True when DEBUG is False) or set it to True."
+    CLUSTER_OFF = (
+        "That is right for one process. For several processes or hosts, use channels_redis.core.RedisChannelLayer "
+        "(see docs/cluster.md)."
+    )
     REDIS_SOCKET_TIMEOUT = (
         "Give each host a longer socket_timeout: \"hosts\": [{\"address\": \"redis://...\", \"socket_timeout\": 15}]."
     )
@@ -75,6 +83,7 @@ class Codes:
     UNSIGNED_SESSIONS = "bokehserve_django.W003"
     WEAK_SIGNING_KEY = "bokehserve_django.W004"
     REDIS_SOCKET_TIMEOUT = "bokehserve_django.W005"
+    CLUSTER_OFF = "bokehserve_django.I001"
 
 
 @register(Tags.compatibility)
@@ -104,10 +113,13 @@ def _long_socket_timeout(host: Any) -> bool:
     return host["socket_timeout"] is None or host["socket_timeout"] > 5
 
 
-def _check_redis_hosts() -> list[Warning]:
+def _check_redis_hosts() -> list[Warning | Info]:
     layer = (getattr(settings, "CHANNEL_LAYERS", {}) or {}).get("default", {})
-    if "channels_redis" not in layer.get("BACKEND", ""):
-        return []
+    backend = layer.get("BACKEND", "")
+    if "channels_redis" not in backend:
+        if not backend:
+            return []  # E001 says so
+        return [Info(Messages.CLUSTER_OFF.format(backend=backend.rsplit(".", 1)[-1]), hint=Hints.CLUSTER_OFF, id=Codes.CLUSTER_OFF)]
     try:
         import redis
 

@@ -60,7 +60,7 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        "NAME": os.environ.get("DEMO_DB_PATH", BASE_DIR / "db.sqlite3"),
     }
 }
 
@@ -96,6 +96,7 @@ BOKEHSERVE = {
         "unlocked": APPS_DIR / "unlocked.py",
         "sliders": APPS_DIR / "sliders",
         "template_vars": APPS_DIR / "template_vars",
+        "live": APPS_DIR / "live.py",
     },
 }
 

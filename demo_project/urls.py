@@ -9,5 +9,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("django/embed/", views.embed_page, name="embed"),
     path("django/custom/", views.custom_session_page, name="custom_session"),
+    path("django/readings/", views.readings_page, name="readings"),
     path("", include("bokehserve_django.urls")),
 ]

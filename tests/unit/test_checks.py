@@ -12,9 +12,10 @@ from bokehserve_django.checks import Codes, Hints, Messages, check_configuration
 APPS = Path(__file__).resolve().parents[1] / "apps"
 
 
-def test_clean_configuration_passes(settings) -> None:
+def test_clean_configuration_passes_with_a_note_on_the_in_memory_layer(settings) -> None:
     registry.reset()
-    assert check_configuration() == []
+    assert [e.id for e in check_configuration()] == [Codes.CLUSTER_OFF]
+    assert "InMemoryChannelLayer" in check_configuration()[0].msg
 
 
 def test_missing_channel_layers(settings) -> None:
@@ -35,7 +36,7 @@ def test_invalid_settings(settings) -> None:
 def test_broken_app(settings) -> None:
     settings.BOKEHSERVE = {"APPS": {"bad": APPS / "broken" / "syntax_error.py"}}
     errors = check_configuration()
-    assert [e.id for e in errors] == [Codes.APP_FAILED]
+    assert [e.id for e in errors] == [Codes.APP_FAILED, Codes.CLUSTER_OFF]
     assert "'bad'" in errors[0].msg
     registry.reset()
 
