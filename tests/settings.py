@@ -73,6 +73,7 @@ BOKEHSERVE = {
         "hooks": TEST_APPS / "hooks",
         "empty_columns": TEST_APPS / "empty_columns.py",
         "figure_app": TEST_APPS / "figure_app.py",
+        "whoami": TEST_APPS / "whoami.py",
     },
     "SIGN_SESSIONS": False,
 }

@@ -38,6 +38,9 @@ class Command(BaseCommand):
 
     #: The daphne Server class; tests swap in a recorder (as daphne's test_cli does).
     server_cls: Any = None
+    # Checks run in inner_run, after our flags are in place: run earlier, they would import
+    # the URLconf before --prefix is known.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(

@@ -1,0 +1,36 @@
+"""runbokeh --num-procs: N workers on one listening socket serve any session, each app once."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster.conftest import SETTINGS
+from tests.cluster.helpers import HookLog, close_all, connect, load_page
+from tests.live import LiveServer
+
+pytestmark = pytest.mark.redis
+
+
+async def test_two_workers_on_one_port_share_sessions(redis, cluster_dir, tmp_path) -> None:
+    hook_log = HookLog(tmp_path / "hooks.log")
+    env = {"REDIS_URL": redis.url, "BOKEHSERVE_TEST_HOOK_LOG": str(hook_log.path)}
+    server = LiveServer("--num-procs", "2", settings=SETTINGS, env=env)
+    try:
+        session_ids = []
+        for _ in range(20):
+            # The page and its WebSocket are separate connections: the kernel may hand them
+            # to different workers, and then the WebSocket is relayed to the owner.
+            token, session_id = await load_page(server.url, "hooks")
+            peer = await connect(server.url, token, app="hooks")
+            document = await peer.pull()
+            assert document.get_model_by_name("info") is not None
+            await close_all([peer])
+            session_ids.append(session_id)
+        created = hook_log.created()
+        assert all(created[sid] == 1 for sid in session_ids), created  # each app ran exactly once
+        assert len(hook_log.creator_pids(set(session_ids))) == 2  # both workers served sessions
+        assert len({pid for pid, _ in hook_log.lines("on_server_loaded")}) == 2
+    finally:
+        server.stop()
+    # SIGTERM to runbokeh reaches both workers: each unloads its apps.
+    assert len({pid for pid, _ in hook_log.lines("on_server_unloaded")}) == 2, server.log[-3000:]
