@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +41,9 @@ OWNER_TTL = 30
 #: are closed within about this long), and how often it is refreshed.
 ALIVE_TTL = 4
 HEARTBEAT_INTERVAL = 1.0
+#: Seconds after a Redis (re)start during which new claims wait for owners to re-register.
+RESTART_SETTLE = 2.5 * HEARTBEAT_INTERVAL
+_SINCE_KEY = "bokehserve:redis-since"
 
 # Compare-and-set / compare-and-delete, so a process only changes records it owns.
 _CAS = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0"
@@ -170,6 +174,8 @@ class Cluster:
         pipe.set(self._alive_key(self.process_channel), os.getpid(), ex=ALIVE_TTL)
         stats = {"pid": os.getpid(), "host": socket.gethostname(), "apps": runtime.stats()}
         pipe.set(f"bokehserve:stats:{self.process_channel}", json.dumps(stats), ex=ALIVE_TTL)
+        # When this Redis has been up since (rewritten by the first beat after a restart).
+        pipe.set(_SINCE_KEY, time.time(), nx=True)
         for name, app_sessions in runtime.apps.items():
             for session in app_sessions.sessions:
                 pipe.set(self._owner_key(name, session.id), self.process_channel, ex=OWNER_TTL)
@@ -206,7 +212,7 @@ class Cluster:
         try:
             for _ in range(3):
                 if await self.redis.set(key, me, nx=True, ex=OWNER_TTL):
-                    return None
+                    return await self._confirm_claim(key)
                 owner = await self.redis.get(key)
                 if owner is None:
                     continue
@@ -227,6 +233,22 @@ class Cluster:
             logger.warning("Could not reach Redis to find the owner of session %r (%s); serving it here", session_id, exc)
             return None
         return None
+
+    async def _confirm_claim(self, key: str) -> str | None:
+        """Right after a Redis restart the owner records are gone until every owner beats
+        again: an existing session would look new. Wait for the beats, then see who owns it.
+        """
+        since = await self.redis.get(_SINCE_KEY)
+        settle = float(since) + RESTART_SETTLE - time.time() if since is not None else RESTART_SETTLE
+        if settle <= 0:
+            return None
+        await asyncio.sleep(settle)
+        owner = await self.redis.get(key)
+        if owner is None or owner.decode() == self.process_channel:
+            await self.redis.set(key, self.process_channel, ex=OWNER_TTL)
+            return None
+        logger.info("Session record reappeared after a Redis restart; relaying to its owner")
+        return owner.decode()
 
     async def process_stats(self) -> list[dict[str, Any]]:
         """Session counts of every live process (this one only, without Redis)."""

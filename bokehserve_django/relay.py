@@ -63,8 +63,13 @@ class EdgeRelay:
         self.owner = owner
         self.edge_channel = _address(uuid.uuid4().hex)
         self._close_client = consumer.close_connection
-        _edges[self.edge_channel] = consumer
+        _edges[self.edge_channel] = self
+        self.consumer = consumer
         self._watchdog: asyncio.Task[None] | None = None
+        # Frames are numbered both ways: a channel layer that re-delivers after a Redis
+        # reconnect must not repeat a message, and a lost one must not go unnoticed.
+        self._sent = 0
+        self._received = 0
 
     async def open(self, app_name: str, session_id: str, token: str, payload: dict[str, Any], scope: dict[str, Any], user_pk: Any) -> None:
         await cluster.send(self.owner, {
@@ -87,7 +92,19 @@ class EdgeRelay:
 
     async def forward(self, fragment: str | bytes) -> None:
         key = "bytes" if isinstance(fragment, bytes) else "text"
-        await cluster.send(self.owner, {"type": FRAME, "edge": self.edge_channel, key: fragment})
+        self._sent += 1
+        await cluster.send(self.owner, {"type": FRAME, "edge": self.edge_channel, "seq": self._sent, key: fragment})
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        """Owner -> client: the frames of one message, in order, once."""
+        seq = message.get("seq", self._received + 1)
+        if seq <= self._received:
+            return  # re-delivered
+        if seq != self._received + 1:
+            await self._close_client(CloseCode.OWNER_LOST, "Messages from the process holding this session were lost; reload")
+            return
+        self._received = seq
+        await self.consumer.send_frames(message["frames"])
 
     async def discard_session(self) -> None:
         await cluster.send(self.owner, {"type": DISCARD, "edge": self.edge_channel})
@@ -113,9 +130,13 @@ class _RelayTransport:
 
     def __init__(self, edge: str) -> None:
         self.edge = edge
+        self._sent = 0
 
     async def send_frames(self, frames: Iterable[str | bytes]) -> None:
-        await cluster.send(_process_of(self.edge), {"type": FRAMES, "edge": self.edge, "frames": list(frames)})
+        self._sent += 1
+        await cluster.send(
+            _process_of(self.edge), {"type": FRAMES, "edge": self.edge, "seq": self._sent, "frames": list(frames)}
+        )
 
     async def close_connection(self, code: int, reason: str) -> None:
         await cluster.send(_process_of(self.edge), {"type": CLOSE, "edge": self.edge, "code": int(code), "reason": reason})
@@ -129,6 +150,7 @@ class _OwnedClient:
         self.client: ClientConnection | None = None
         self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
+        self.received = 0  # the number of the last client frame taken
 
     def start(self, attach: Any) -> None:
         self.worker = asyncio.get_running_loop().create_task(self._work(attach))
@@ -164,14 +186,14 @@ class OwnerRelays:
         cluster.on(PAGE, self._page)
 
     async def _edge_frames(self, message: dict[str, Any]) -> None:
-        consumer = _edges.get(message["edge"])
-        if consumer is not None:
-            await consumer.send_frames(message["frames"])
+        edge = _edges.get(message["edge"])
+        if edge is not None:
+            await edge.deliver(message)
 
     async def _edge_close(self, message: dict[str, Any]) -> None:
-        consumer = _edges.get(message["edge"])
-        if consumer is not None:
-            await consumer.close_connection(message["code"], message["reason"])
+        edge = _edges.get(message["edge"])
+        if edge is not None:
+            await edge.consumer.close_connection(message["code"], message["reason"])
 
     async def _page(self, message: dict[str, Any]) -> None:
         future = _pending_pages.get(message["reply"])
@@ -182,6 +204,8 @@ class OwnerRelays:
         # Frames may arrive while the session is being created (app code can take a
         # while): queue them now, and create the session in a task, so relay traffic of
         # other sessions keeps flowing through this process meanwhile.
+        if message["edge"] in self._clients:
+            return  # re-delivered by the channel layer after a reconnect
         owned = _OwnedClient(message["app"])
         self._clients[message["edge"]] = owned
         owned.start(self._attach(message, owned))
@@ -222,6 +246,19 @@ class OwnerRelays:
         owned = self._clients.get(message["edge"])
         if owned is None:
             return
+        seq = message.get("seq", owned.received + 1)
+        if seq <= owned.received:
+            return  # re-delivered by the channel layer
+        if seq != owned.received + 1:
+            # A frame went missing: the message stream is out of step; close, don't guess.
+            logger.warning("Relayed client lost frames (%d after %d); closing it", seq, owned.received)
+            self._clients.pop(message["edge"], None)
+            await owned.queue.put(None)
+            await _RelayTransport(message["edge"]).close_connection(
+                CloseCode.OWNER_LOST, "Frames were lost on the way to this session; reload"
+            )
+            return
+        owned.received = seq
         fragment = message.get("text")
         await owned.queue.put(fragment if fragment is not None else message.get("bytes"))
 
