@@ -76,6 +76,8 @@ class Cluster:
         self._tasks: list[asyncio.Task[Any]] = []
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
         self._redis_down = False
+        #: The "up since" stamp of the Redis this process first beat into (a change means a restart).
+        self._first_since: float | None = None
         self.started = False
 
     @property
@@ -118,6 +120,7 @@ class Cluster:
     def forget(self) -> None:
         """Drop the state of a run whose event loop has ended (no I/O)."""
         self._tasks.clear()
+        self._first_since = None
         self.redis = None
         self.process_channel = None
         self.started = False
@@ -179,7 +182,10 @@ class Cluster:
         for name, app_sessions in runtime.apps.items():
             for session in app_sessions.sessions:
                 pipe.set(self._owner_key(name, session.id), self.process_channel, ex=OWNER_TTL)
-        await pipe.execute()
+        pipe.get(_SINCE_KEY)
+        results = await pipe.execute()
+        if self._first_since is None and results[-1] is not None:
+            self._first_since = float(results[-1])
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -239,6 +245,8 @@ class Cluster:
         again: an existing session would look new. Wait for the beats, then see who owns it.
         """
         since = await self.redis.get(_SINCE_KEY)
+        if since is not None and float(since) == self._first_since:
+            return None  # the Redis this process started with: every owner record is there
         settle = float(since) + RESTART_SETTLE - time.time() if since is not None else RESTART_SETTLE
         if settle <= 0:
             return None

@@ -104,7 +104,10 @@ class EdgeRelay:
             await self._close_client(CloseCode.OWNER_LOST, "Messages from the process holding this session were lost; reload")
             return
         self._received = seq
-        await self.consumer.send_frames(message["frames"])
+        try:
+            await self.consumer.send_frames(message["frames"])
+        except Exception as exc:  # the client closed while the owner's answer was on its way
+            logger.debug("Dropped relayed frames for a closed client: %s", exc)
 
     async def discard_session(self) -> None:
         await cluster.send(self.owner, {"type": DISCARD, "edge": self.edge_channel})
