@@ -200,6 +200,7 @@ class Session:
 
     ws: ClientConnection
     doc: dict[str, Any] = field(default_factory=dict)
+    token: str = ""
     timings: OpenTimings = field(default_factory=OpenTimings)
     on_message: Callable[[Message], None] | None = None
     _queue: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
@@ -209,7 +210,9 @@ class Session:
     # -- lifecycle --------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, host: str, port: int, app: str, timeout: float = 60.0) -> Session:
+    async def open(cls, host: str, port: int, app: str, timeout: float = 60.0, ws_port: int | None = None) -> Session:
+        """Page GET, WebSocket (on ``ws_port`` if given: another process of a cluster, with the
+        page's Origin as a browser sends it), ACK, PULL-DOC. ``session.token`` is the page's token."""
         t0 = time.perf_counter()
         page = await http_get(host, port, f"/{app}", timeout=timeout)
         t1 = time.perf_counter()
@@ -217,7 +220,7 @@ class Session:
             raise BenchError(f"GET /{app} returned HTTP {page.status}: {_gist(page.body)}")
         token = token_from_page(page.body)
         ws = await connect(
-            f"ws://{host}:{port}/{app}/ws",
+            f"ws://{host}:{ws_port or port}/{app}/ws",
             subprotocols=["bokeh", token],  # type: ignore[list-item]
             origin=f"http://{host}:{port}",  # type: ignore[arg-type]
             compression=None,
@@ -241,6 +244,7 @@ class Session:
             await session.close()
             raise
         session.doc = reply.content["doc"]
+        session.token = token
         session.timings = OpenTimings(http=t1 - t0, ws_ack=t2 - t1, pull=t3 - t2, total=t3 - t0)
         return session
 

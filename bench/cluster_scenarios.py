@@ -22,18 +22,14 @@ from pathlib import Path
 import numpy as np
 from bokeh.util.token import get_session_id
 from client import (
-    BenchError,
     Message,
-    OpenTimings,
     Session,
     _gist,
     find_model_id,
     http_get,
     iter_events,
-    token_from_page,
 )
 from servers import HOST, Server, cpu_seconds, free_port
-from websockets.asyncio.client import connect
 
 REDIS_SERVER = "/usr/bin/redis-server"
 SETTINGS = "bench.cluster_settings"
@@ -257,42 +253,14 @@ class Opened:
 
 
 async def open_session(page_port: int, ws_port: int, app: str, timeout: float) -> Opened:  # noqa: ASYNC109
-    """As client.Session.open, but the page may come from one port and the WebSocket go to another
-    (the Origin stays the page's, as a browser sends it). Also returns the session id."""
-    t0 = time.perf_counter()
-    page = await http_get(HOST, page_port, f"/{app}", timeout=timeout)
-    t1 = time.perf_counter()
-    if page.status != 200:
-        raise BenchError(f"GET /{app} returned HTTP {page.status}: {_gist(page.body)}")
-    token = token_from_page(page.body)
-    ws = await connect(
-        f"ws://{HOST}:{ws_port}/{app}/ws",
-        subprotocols=["bokeh", token],  # type: ignore[list-item]
-        origin=f"http://{HOST}:{page_port}",  # type: ignore[arg-type]
-        compression=None,
-        max_size=None,
-        ping_interval=None,
-        open_timeout=timeout,
-        close_timeout=2,
-    )
-    session = Session(ws)
-    session._reader = asyncio.create_task(session._read_loop())
+    """client.Session.open with the page from one port and the WebSocket to another."""
+    session = await Session.open(HOST, page_port, app, timeout=timeout, ws_port=ws_port)
     try:
-        ack = await session.next_message(timeout)
-        if ack.msgtype != "ACK":
-            raise BenchError(f"first message was {ack.msgtype}, not ACK")
-        t2 = time.perf_counter()
-        reply = await session.request("PULL-DOC-REQ", {}, timeout=timeout)
-        if reply.msgtype != "PULL-DOC-REPLY":
-            raise BenchError(f"PULL-DOC-REQ answered with {reply.msgtype}: {reply.content}")
-        t3 = reply.received
-        session.doc = reply.content["doc"]
         find_model_id(session.doc, "echo")  # the app code really ran for this session
     except BaseException:
         await session.close()
         raise
-    session.timings = OpenTimings(http=t1 - t0, ws_ack=t2 - t1, pull=t3 - t2, total=t3 - t0)
-    return Opened(session, get_session_id(token))
+    return Opened(session, get_session_id(session.token))
 
 
 async def round_trips(s: Session, count: int, warmup: int, timeout: float) -> list[float]:  # noqa: ASYNC109
