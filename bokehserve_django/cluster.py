@@ -27,7 +27,6 @@ from typing import Any
 
 from django.conf import settings
 
-from .conf import bokeh_settings
 
 __all__ = ("BROADCAST_GROUP", "Cluster", "cluster")
 
