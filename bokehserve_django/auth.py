@@ -57,11 +57,48 @@ async def user_for_websocket(scope_user: Any, payload: dict[str, Any]) -> Any:
     if user_pk is None or not bokeh_settings.sign_sessions:
         return scope_user if scope_user is not None else AnonymousUser()
     issued = float(payload.get(TOKEN_ISSUED_KEY, 0))
-    if is_revoked(user_pk, issued):
+    if is_revoked(user_pk, issued) or await _revoked_in_cluster(user_pk, issued):
         logger.info("Token for user %s was issued before they signed out; treating as anonymous", user_pk)
         return AnonymousUser()
     user = await sync_to_async(_active_user)(user_pk)
     return user if user is not None else AnonymousUser()
+
+
+async def _revoked_in_cluster(user_pk: Any, issued_at: float) -> bool:
+    """Whether Redis remembers a sign-out after ``issued_at`` (for processes started after it)."""
+    from .cluster import cluster
+
+    if not cluster.distributed:
+        return False
+    try:
+        at = await cluster.redis.get(_revocation_key(user_pk))
+    except Exception:
+        return False
+    if at is None:
+        return False
+    note_revocation(user_pk, float(at))
+    return float(at) >= issued_at
+
+
+def _revocation_key(user_pk: Any) -> str:
+    return f"bokehserve:revoked:{user_pk}"
+
+
+def _remember_in_redis(user_pk: Any, at: float) -> None:
+    """Keep the sign-out time in Redis as long as a token issued before it could be valid."""
+    from .cluster import redis_url
+
+    url = redis_url()
+    if not url:
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        client.set(_revocation_key(user_pk), at, ex=bokeh_settings.SESSION_TOKEN_EXPIRATION + 60)
+        client.close()
+    except Exception:
+        logger.warning("Could not record the sign-out of user %s in Redis", user_pk, exc_info=True)
 
 
 def _active_user(user_pk: str) -> Any:
@@ -79,6 +116,7 @@ def revoke_user(user_pk: Any) -> None:
     """
     at = time.time()
     note_revocation(user_pk, at)
+    _remember_in_redis(user_pk, at)
     from channels.layers import get_channel_layer
 
     from .cluster import BROADCAST_GROUP

@@ -49,7 +49,7 @@ _CAS = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1],
 _CAD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
-def _redis_url() -> str | None:
+def redis_url() -> str | None:
     """The Redis of the channel layer (channels_redis ``hosts[0]``), if it is channels_redis."""
     layer = (getattr(settings, "CHANNEL_LAYERS", {}) or {}).get("default", {})
     if "channels_redis" not in layer.get("BACKEND", ""):
@@ -104,7 +104,7 @@ class Cluster:
         await self._layer.group_add(BROADCAST_GROUP, self.process_channel)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._listen()))
-        url = _redis_url()
+        url = redis_url()
         if url:
             import redis.asyncio as aioredis
 
