@@ -19,7 +19,7 @@ from django.urls import path, re_path
 from .conf import bokeh_settings
 from .consumers import BokehConsumer, NotFoundConsumer
 
-__all__ = ("bokeh_asgi_application", "websocket_urlpatterns")
+__all__ = ("SessionAuthMiddleware", "bokeh_asgi_application", "websocket_urlpatterns")
 
 _prefix = bokeh_settings.prefix
 # Any name: the consumer itself refuses unknown apps with a 403 and a log line.
@@ -28,11 +28,33 @@ websocket_urlpatterns = [
 ]
 
 
+class SessionAuthMiddleware:
+    """Channels' AuthMiddlewareStack, skipped for upgrades without a Django session cookie.
+
+    Resolving the user always hops to a database thread; embeds on other sites, bokeh.client
+    and anonymous visitors carry no session cookie, so they get AnonymousUser at once.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.with_auth = AuthMiddlewareStack(inner)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        from django.conf import settings
+        from django.contrib.auth.models import AnonymousUser
+
+        cookie_name = settings.SESSION_COOKIE_NAME.encode("latin-1")
+        cookies = b"; ".join(value for name, value in scope.get("headers", []) if name == b"cookie")
+        if cookie_name + b"=" in cookies:
+            return await self.with_auth(scope, receive, send)
+        return await self.inner({**scope, "user": AnonymousUser()}, receive, send)
+
+
 def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
     """Django's HTTP app plus the Bokeh WebSockets behind Channels' auth middleware.
 
     Origins and hosts are checked by the consumer itself (so refusals name the setting
-    to change); ``AuthMiddlewareStack`` puts the Django user into the scope.
+    to change); Channels' auth middleware puts the Django user into the scope.
     """
     if http_application is None:
         from django.core.asgi import get_asgi_application
@@ -44,7 +66,7 @@ def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
         ProtocolTypeRouter(
             {
                 "http": http_application,
-                "websocket": AuthMiddlewareStack(
+                "websocket": SessionAuthMiddleware(
                     URLRouter([*websocket_urlpatterns, re_path(r"", NotFoundConsumer.as_asgi())])
                 ),
             }
