@@ -321,6 +321,14 @@ class AppSessions:
         except KeyError:
             raise SessionNotFound(session_id) from None
 
+    async def get_when_created(self, session_id: str) -> BokehSession:
+        """The session, waiting for its creation if one is in progress; SessionNotFound otherwise."""
+        pending = self._pending.get(session_id)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+        return self.get(session_id)
+
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._sessions
 

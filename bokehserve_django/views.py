@@ -7,7 +7,6 @@ and render with bokeh's embed helpers. No WebSocket code.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -188,14 +187,9 @@ async def render_page_for_relay(message: dict[str, Any]) -> None:
 
 
 async def _render_page_for_relay(message: dict[str, Any]) -> None:
-    app_sessions = runtime.app(message["app"])
-    # The claim is won before the app code has run: wait for a creation in progress.
-    pending = app_sessions._pending.get(message["session_id"])
-    if pending is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(pending)
     try:
-        session = app_sessions.get(message["session_id"])
+        # The claim is won before the app code has run: wait for a creation in progress.
+        session = await runtime.app(message["app"]).get_when_created(message["session_id"])
     except SessionNotFound:
         await send_page(message, 404, "This session no longer exists; reload the page.\n")
         return
