@@ -74,6 +74,7 @@ BOKEHSERVE = {
         "empty_columns": TEST_APPS / "empty_columns.py",
         "figure_app": TEST_APPS / "figure_app.py",
         "whoami": TEST_APPS / "whoami.py",
+        "notebook": TEST_APPS / "notebook.ipynb",
     },
     "SIGN_SESSIONS": False,
 }

@@ -118,3 +118,25 @@ async def test_a_broken_app_gets_an_error_page_and_the_others_keep_working(setti
         assert (await client.get("/echo")).status_code == 200
     finally:
         registry.reset()
+
+
+async def test_a_notebook_is_served_as_an_app() -> None:
+    response = await AsyncClient().get("/notebook")
+    assert response.status_code == 200
+    communicator, document = await open_document(token_of(response.content.decode()), "/notebook/ws")
+    try:
+        assert document.get_model_by_name("output").text == "from a notebook"
+        text_input = document.get_model_by_name("text_input")
+        text_input.value = "abc"
+        event = ModelChangedEvent(document, text_input, "value", "abc")
+        for frame in _frames(PROTOCOL.create("PATCH-DOC", [event])):
+            await communicator.send_to(text_data=frame)
+        for _ in range(10):
+            message = await receive_message(communicator)
+            if message.msgtype == "PATCH-DOC":
+                assert message.content["events"][0].get("new") == "cba"
+                break
+        else:
+            raise AssertionError("the notebook's callback sent no change")
+    finally:
+        await communicator.disconnect()
