@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 from bokeh.util.token import get_session_id
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, ClientThread, PageWatcher
+from tests.browser.helpers import ClientThread, PageWatcher, chromium
 from tests.cluster.helpers import opened_locally, relayed, token_in_page
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser]
@@ -30,10 +30,8 @@ _RENDERED = """() => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -54,6 +54,20 @@ def _frames(message) -> list[str]:
     return [message.header_json, message.metadata_json, message.content_json]
 
 
+async def set_and_wait(communicator: WebsocketCommunicator, document: Document, name: str, value: str):
+    """Set a widget's value as a browser would; the new value of the server's answering change."""
+    widget = document.get_model_by_name(name)
+    widget.value = value
+    event = ModelChangedEvent(document, widget, "value", value)
+    for frame in _frames(PROTOCOL.create("PATCH-DOC", [event])):
+        await communicator.send_to(text_data=frame)
+    for _ in range(10):
+        message = await receive_message(communicator)
+        if message.msgtype == "PATCH-DOC":
+            return message.content["events"][0].get("new")
+    raise AssertionError(f"the app answered the change of {name!r} with no PATCH-DOC")
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_app_code_sees_the_django_user_and_uses_the_orm() -> None:
     users = get_user_model()._default_manager
@@ -69,17 +83,7 @@ async def test_app_code_sees_the_django_user_and_uses_the_orm() -> None:
         assert document.get_model_by_name("user").text == "carol"
         assert document.get_model_by_name("users_at_start").text == "2"
         # A run_in_thread callback queries the ORM and changes the document.
-        lookup = document.get_model_by_name("lookup")
-        lookup.value = "dave"
-        event = ModelChangedEvent(document, lookup, "value", "dave")
-        for frame in _frames(PROTOCOL.create("PATCH-DOC", [event])):
-            await communicator.send_to(text_data=frame)
-        found = None
-        for _ in range(10):
-            message = await receive_message(communicator)
-            if message.msgtype == "PATCH-DOC":
-                found = message.content["events"][0].get("new")
-                break
+        found = await set_and_wait(communicator, document, "lookup", "dave")
         assert found == "dave: exists"
     finally:
         await communicator.disconnect()
@@ -126,17 +130,6 @@ async def test_a_notebook_is_served_as_an_app() -> None:
     communicator, document = await open_document(token_of(response.content.decode()), "/notebook/ws")
     try:
         assert document.get_model_by_name("output").text == "from a notebook"
-        text_input = document.get_model_by_name("text_input")
-        text_input.value = "abc"
-        event = ModelChangedEvent(document, text_input, "value", "abc")
-        for frame in _frames(PROTOCOL.create("PATCH-DOC", [event])):
-            await communicator.send_to(text_data=frame)
-        for _ in range(10):
-            message = await receive_message(communicator)
-            if message.msgtype == "PATCH-DOC":
-                assert message.content["events"][0].get("new") == "cba"
-                break
-        else:
-            raise AssertionError("the notebook's callback sent no change")
+        assert await set_and_wait(communicator, document, "text_input", "abc") == "cba"
     finally:
         await communicator.disconnect()

@@ -83,14 +83,10 @@ def security_live():
 @pytest.fixture(scope="module")
 def chromium():
     """Headless Debian Chromium (module-scoped: sync Playwright marks its loop as running)."""
-    from playwright.sync_api import sync_playwright
+    from tests.browser.helpers import chromium as launch_chromium
 
-    from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
