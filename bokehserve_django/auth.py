@@ -66,7 +66,7 @@ async def user_for_websocket(scope_user: Any, payload: dict[str, Any]) -> Any:
 
 async def _revoked_in_cluster(user_pk: Any, issued_at: float) -> bool:
     """Whether Redis remembers a sign-out after ``issued_at`` (for processes started after it)."""
-    from .cluster import cluster
+    from .cluster.membership import cluster
 
     if not cluster.distributed:
         return False
@@ -86,7 +86,7 @@ def _revocation_key(user_pk: Any) -> str:
 
 def _remember_in_redis(user_pk: Any, at: float) -> None:
     """Keep the sign-out time in Redis as long as a token issued before it could be valid."""
-    from .cluster import redis_url
+    from .cluster.membership import redis_url
 
     url = redis_url()
     if not url:
@@ -119,7 +119,7 @@ def revoke_user(user_pk: Any) -> None:
     _remember_in_redis(user_pk, at)
     from channels.layers import get_channel_layer
 
-    from .cluster import BROADCAST_GROUP
+    from .cluster.membership import BROADCAST_GROUP
 
     layer = get_channel_layer()
     if layer is None:
@@ -165,7 +165,7 @@ async def _revoke(consumer: Any, user_pk: str) -> None:
 
 def install() -> None:
     """Let this process hear of sign-outs, wherever they happen."""
-    from .cluster import cluster
+    from .cluster.membership import cluster
 
     cluster.on(REVOKE_MESSAGE, _handle_revocation)
 

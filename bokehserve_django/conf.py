@@ -85,6 +85,12 @@ DEFAULTS: dict[str, Any] = {
     # Seconds: how often runbokeh logs session counts / memory use (0: never).
     "STATS_LOG_FREQUENCY": 15,
     "MEM_LOG_FREQUENCY": 0,
+    # Seconds a stopping process (SIGTERM) waits for its live sessions to end before it
+    # destroys the rest; it takes no new sessions meanwhile (see docs/cluster.md).
+    "DRAIN_TIMEOUT": 10,
+    # Seconds a browser is told to wait (Retry-After) when new sessions cannot be created
+    # because the cluster's Redis is unreachable.
+    "UNAVAILABLE_RETRY_AFTER": 5,
 }
 
 def _env_bool(raw: str) -> bool:
@@ -125,6 +131,8 @@ _INT_KEYS = {
     "MAX_SESSIONS_PER_ADDRESS",
     "STATS_LOG_FREQUENCY",
     "MEM_LOG_FREQUENCY",
+    "DRAIN_TIMEOUT",
+    "UNAVAILABLE_RETRY_AFTER",
 }
 _RESOURCE_MODES = ("server", "cdn", "inline")
 

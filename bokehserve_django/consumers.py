@@ -18,9 +18,9 @@ from channels.exceptions import StopConsumer
 from . import registry, security, signing
 from .auth import register_connection, unregister_connection, user_for_websocket
 from .conf import bokeh_settings
-from .cluster import cluster
+from .cluster.membership import cluster
 from .connection import ClientConnection
-from .relay import EdgeRelay
+from .cluster.relay import EdgeRelay
 from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused
 from .protocol import CloseCode
 from .requests import from_websocket_scope

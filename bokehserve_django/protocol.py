@@ -46,8 +46,17 @@ class CloseCode(enum.IntEnum):
     SESSION_DESTROYED = 4004
     #: The session's owner process went away (cluster relay).
     OWNER_LOST = 4005
+    #: The link to the process holding the session broke (a Redis restart): the session is
+    #: still alive, so BokehJS's reconnect reaches it with its state.
+    RELAY_INTERRUPTED = 4006
     #: The user signed out or lost access while connected.
     ACCESS_REVOKED = 4008
+    #: The cluster's Redis is unreachable, so this process cannot tell where the session
+    #: lives; BokehJS's reconnect retries.
+    CLUSTER_UNAVAILABLE = 4009
+    #: The session this page was built from no longer exists (its process died, it was
+    #: reaped, or it could not be restored): the page must reload to get a new one.
+    SESSION_GONE = 4010
 
 
 class FrameReceiver:

@@ -60,7 +60,7 @@ def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
         from django.core.asgi import get_asgi_application
 
         http_application = get_asgi_application()
-    from .lifecycle import LifecycleMiddleware
+    from .cluster.lifecycle import LifecycleMiddleware
 
     return LifecycleMiddleware(
         ProtocolTypeRouter(

@@ -39,8 +39,8 @@ from .conf import bokeh_settings
 from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionNotFound, SessionRefused
 from .requests import from_http_request, token_payload_for
 from .resources import resources_for
-from .cluster import cluster
-from .relay import request_page, send_page
+from .cluster.membership import cluster
+from .cluster.relay import request_page, send_page
 from .sessions import BokehSession, runtime
 from .urls_util import app_url
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bokehserve_django import relay
-from bokehserve_django.cluster import cluster
+from bokehserve_django.cluster import relay
+from bokehserve_django.cluster.membership import cluster
 from bokehserve_django.protocol import CloseCode
 
 

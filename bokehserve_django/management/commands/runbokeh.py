@@ -267,7 +267,7 @@ class Command(BaseCommand):
 
         from twisted.internet import reactor
 
-        from bokehserve_django.lifecycle import start_process
+        from bokehserve_django.cluster.lifecycle import start_process
 
         # Load apps' on_server_loaded hooks and join the cluster at start-up, as bokeh serve
         # loads its apps (callLater runs inside the running asyncio loop, which they need).

@@ -16,10 +16,10 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from .cluster import cluster
-from .conf import bokeh_settings
-from .connection import ClientConnection
-from .protocol import CloseCode
+from .membership import cluster
+from ..conf import bokeh_settings
+from ..connection import ClientConnection
+from ..protocol import CloseCode
 
 __all__ = ("EdgeRelay", "OwnerRelays", "owner_relays", "request_page", "send_page")
 
@@ -214,10 +214,10 @@ class OwnerRelays:
         owned.start(self._attach(message, owned))
 
     async def _attach(self, message: dict[str, Any], owned: _OwnedClient) -> bool:
-        from .auth import user_for_websocket
-        from .exceptions import AppLoadError, SessionRefused
-        from .requests import from_websocket_scope
-        from .sessions import runtime
+        from ..auth import user_for_websocket
+        from ..exceptions import AppLoadError, SessionRefused
+        from ..requests import from_websocket_scope
+        from ..sessions import runtime
 
         edge, app_name = message["edge"], message["app"]
         transport = _RelayTransport(edge)
@@ -272,7 +272,7 @@ class OwnerRelays:
         await owned.queue.put(None)  # the worker detaches after the frames before it
 
     async def _discard(self, message: dict[str, Any]) -> None:
-        from .sessions import runtime
+        from ..sessions import runtime
 
         owned = self._clients.get(message["edge"])
         session = owned.client.session if owned is not None and owned.client is not None else None

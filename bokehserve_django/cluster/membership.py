@@ -170,7 +170,7 @@ class Cluster:
 
     async def _beat(self) -> None:
         """Refresh this process's liveness and the owner records of its live sessions."""
-        from .sessions import runtime
+        from ..sessions import runtime
 
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._alive_key(self.process_channel), os.getpid(), ex=ALIVE_TTL)
@@ -259,7 +259,7 @@ class Cluster:
 
     async def process_stats(self) -> list[dict[str, Any]]:
         """Session counts of every live process (this one only, without Redis)."""
-        from .sessions import runtime
+        from ..sessions import runtime
 
         if not self.distributed:
             return [{"pid": os.getpid(), "host": socket.gethostname(), "apps": runtime.stats()}]

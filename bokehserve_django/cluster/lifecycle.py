@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .sessions import runtime
+from ..sessions import runtime
 
 __all__ = ("LifecycleMiddleware", "install_shutdown_trigger", "start_process", "stop_process")
 
@@ -33,15 +33,16 @@ async def start_process() -> None:
         return
     if _starting is not None:
         # Started on an event loop that is gone (tests run one loop per test): start afresh.
-        from .cluster import cluster
+        from .membership import cluster
 
         cluster.forget()
     _starting = loop.create_future()
     try:
-        from . import auth, broadcast
-        from .cluster import cluster
+        from .. import auth
+        from . import broadcast
+        from .membership import cluster
         from .relay import RENDER_PAGE, owner_relays
-        from .views import render_page_for_relay
+        from ..views import render_page_for_relay
 
         runtime.ensure_started()
         owner_relays.install()
@@ -60,7 +61,7 @@ async def start_process() -> None:
 async def stop_process() -> None:
     """Destroy sessions and run on_server_unloaded, then leave the cluster."""
     global _starting
-    from .cluster import cluster
+    from .membership import cluster
 
     await runtime.shutdown()
     await cluster.stop()

@@ -1,0 +1,1 @@
+"""Shares sessions between processes: ownership, relays, broadcast and the process lifecycle."""
