@@ -64,7 +64,7 @@ class BokehDaphneServer(Server):
         """Destroy sessions first (hooks run, clients get a close frame), then stop consumers."""
         from twisted.internet.defer import Deferred
 
-        from .cluster.lifecycle import stop_process
+        from .cluster import stop_process
 
         shutdown = Deferred.fromFuture(asyncio.ensure_future(stop_process()))
         shutdown.addErrback(lambda failure: failure.printTraceback())

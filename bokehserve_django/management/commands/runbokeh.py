@@ -267,11 +267,11 @@ class Command(BaseCommand):
 
         from twisted.internet import reactor
 
-        from bokehserve_django.cluster.lifecycle import start_process
+        from bokehserve_django.cluster import ensure_started
 
         # Load apps' on_server_loaded hooks and join the cluster at start-up, as bokeh serve
         # loads its apps (callLater runs inside the running asyncio loop, which they need).
-        reactor.callLater(0, lambda: asyncio.ensure_future(start_process()))
+        reactor.callLater(0, lambda: asyncio.ensure_future(ensure_started()))
 
     def get_application(self, options: dict[str, Any]) -> Any:
         from channels.routing import get_default_application
