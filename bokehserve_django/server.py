@@ -12,10 +12,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from autobahn.util import encode_truncate
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 
 __all__ = ("BokehDaphneServer", "BokehWebSocketProtocol")
+
+
+def _sendable_close_code(code: int) -> bool:
+    """Codes an endpoint may put in a close frame: 1004-1006 and 1015 are reserved for reporting."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class BokehWebSocketProtocol(WebSocketProtocol):
@@ -34,12 +40,17 @@ class BokehWebSocketProtocol(WebSocketProtocol):
                 self.sendMessage(text.encode("utf8"), False)
                 return
         if message.get("type") == "websocket.close" and self.state != self.STATE_CONNECTING:
-            code = message.get("code") or 1000
+            code = int(message.get("code") or 1000)
+            if not _sendable_close_code(code):
+                raise ValueError(f"WebSocket close code {code} may not be sent (RFC 6455 section 7.4)")
             reason = message.get("reason") or None
-            # A close reason may hold at most 123 UTF-8 bytes.
-            if reason:
-                reason = reason.encode("utf-8")[:120].decode("utf-8", "ignore")
-            self.sendClose(code=code, reason=reason)
+            # autobahn's sendClose() accepts only 1000 and 3000-4999, so 1001 ("going away",
+            # what a stopping server sends) raised there and no close frame was ever sent:
+            # clients saw 1006. sendCloseFrame() is the same close handshake without that
+            # filter; the code was checked above. A close reason may hold at most 123 UTF-8 bytes.
+            self.sendCloseFrame(
+                code=code, reasonUtf8=encode_truncate(reason, 123) if reason else None, isReply=False
+            )
             return
         super().handle_reply(message)
 
