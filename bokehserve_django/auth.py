@@ -64,41 +64,32 @@ async def user_for_websocket(scope_user: Any, payload: dict[str, Any]) -> Any:
     return user if user is not None else AnonymousUser()
 
 
+async def user_for_relayed_client(user_pk: str | None, payload: dict[str, Any]) -> Any:
+    """The Django user of a WebSocket relayed from another process, which sent the user's pk."""
+    user = await sync_to_async(_active_user)(user_pk) if user_pk is not None else None
+    return await user_for_websocket(user, {})
+
+
 async def _revoked_in_cluster(user_pk: Any, issued_at: float) -> bool:
     """Whether Redis remembers a sign-out after ``issued_at`` (for processes started after it)."""
-    from .cluster.membership import cluster
+    from .cluster import membership
 
-    if not cluster.distributed:
-        return False
-    try:
-        at = await cluster.redis.get(_revocation_key(user_pk))
-    except Exception:
-        return False
+    at = await membership.read_shared(_revocation_name(user_pk))
     if at is None:
         return False
     note_revocation(user_pk, float(at))
     return float(at) >= issued_at
 
 
-def _revocation_key(user_pk: Any) -> str:
-    return f"bokehserve:revoked:{user_pk}"
+def _revocation_name(user_pk: Any) -> str:
+    return f"revoked:{user_pk}"
 
 
 def _remember_in_redis(user_pk: Any, at: float) -> None:
     """Keep the sign-out time in Redis as long as a token issued before it could be valid."""
-    from .cluster.membership import redis_url
+    from .cluster import write_shared
 
-    url = redis_url()
-    if not url:
-        return
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        client.set(_revocation_key(user_pk), at, ex=bokeh_settings.SESSION_TOKEN_EXPIRATION + 60)
-        client.close()
-    except Exception:
-        logger.warning("Could not record the sign-out of user %s in Redis", user_pk, exc_info=True)
+    write_shared(_revocation_name(user_pk), at, ttl=bokeh_settings.SESSION_TOKEN_EXPIRATION + 60)
 
 
 def _active_user(user_pk: str) -> Any:
@@ -119,17 +110,23 @@ def revoke_user(user_pk: Any) -> None:
     _remember_in_redis(user_pk, at)
     from channels.layers import get_channel_layer
 
-    from .cluster.membership import BROADCAST_GROUP
+    from .cluster import BROADCAST_GROUP
 
     layer = get_channel_layer()
     if layer is None:
         return
+    message = {"type": REVOKE_MESSAGE, "user": str(user_pk), "at": at}
+
+    async def tell_every_process() -> None:
+        # Bounded: a sign-out page must not hang while Redis is unreachable.
+        await asyncio.wait_for(layer.group_send(BROADCAST_GROUP, message), 2)
+
     try:
         # Every process hears it: each closes the user's connections it carries and
         # refuses tokens issued before this moment.
-        async_to_sync(layer.group_send)(BROADCAST_GROUP, {"type": REVOKE_MESSAGE, "user": str(user_pk), "at": at})
-    except Exception:
-        logger.error("Could not broadcast the sign-out of user %s to Bokeh sessions", user_pk, exc_info=True)
+        async_to_sync(tell_every_process)()
+    except Exception as exc:
+        logger.error("Could not broadcast the sign-out of user %s to Bokeh sessions: %s", user_pk, exc)
 
 
 #: user pk (as str) -> the WebSocket consumers of that user in this process.
@@ -165,9 +162,9 @@ async def _revoke(consumer: Any, user_pk: str) -> None:
 
 def install() -> None:
     """Let this process hear of sign-outs, wherever they happen."""
-    from .cluster.membership import cluster
+    from .cluster import membership
 
-    cluster.on(REVOKE_MESSAGE, _handle_revocation)
+    membership.on(REVOKE_MESSAGE, _handle_revocation)
 
 
 def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:

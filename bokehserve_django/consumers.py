@@ -17,11 +17,17 @@ from channels.exceptions import StopConsumer
 
 from . import registry, security, signing
 from .auth import register_connection, unregister_connection, user_for_websocket
+from .cluster import EdgeRelay, Where, ensure_started, is_page_token, locate
 from .conf import bokeh_settings
-from .cluster.membership import cluster
 from .connection import ClientConnection
-from .cluster.relay import EdgeRelay
-from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused
+from .exceptions import (
+    AppLoadError,
+    AppNotRegistered,
+    ClusterUnavailable,
+    InvalidToken,
+    SessionRefused,
+    SessionsUnavailable,
+)
 from .protocol import CloseCode
 from .requests import from_websocket_scope
 from .sessions import runtime
@@ -29,7 +35,6 @@ from .sessions import runtime
 __all__ = ("BokehConsumer", "NotFoundConsumer")
 
 logger = logging.getLogger(__name__)
-
 
 
 class BokehConsumer(AsyncConsumer):
@@ -58,14 +63,16 @@ class BokehConsumer(AsyncConsumer):
             request = from_websocket_scope(self.scope, info.payload, user)
             if not entry.access.is_public and not await sync_to_async(entry.access.allows_sync)(user, request):
                 raise SessionRefused(f"user {getattr(user, 'pk', None)} has no access ({entry.access.description})")
-            app_sessions = runtime.app(app_name)
-            owner = None
-            if info.session_id not in app_sessions:
-                owner = await cluster.claim(app_name, info.session_id)
-            if owner is not None:
-                await self._open_relay(owner, info, token, user)
+            await ensure_started()
+            placement = await locate(app_name, info.session_id, must_exist=is_page_token(info.payload))
+            if placement.where is Where.RELAYED:
+                await self._open_relay(placement.owner, info, token, user)
                 return
-            session = await app_sessions.get_or_create(info.session_id, request, token, info.payload)
+            if placement.where is Where.GONE:
+                logger.info("WebSocket for session %r of app %r: the session is gone; the page must reload", info.session_id, app_name)
+                await self._accept_and_close(CloseCode.SESSION_GONE, "This session no longer exists; reload the page")
+                return
+            session = await runtime.app(app_name).get_or_create(info.session_id, request, token, info.payload)
         except (InvalidToken, SessionRefused) as exc:
             logger.warning("Refused WebSocket for app %r: %s", app_name, exc)
             await self.send({"type": "websocket.close"})
@@ -73,6 +80,17 @@ class BokehConsumer(AsyncConsumer):
         except AppLoadError as exc:
             logger.error("Refused WebSocket for app %r: the app failed to load:\n%s", app_name, exc.details)
             await self.send({"type": "websocket.close"})
+            return
+        except SessionsUnavailable as exc:
+            # Accepted, then closed with a code and a reason: BokehJS reconnects, and the
+            # retry lands on a process that can serve it (or on this one, later).
+            code = CloseCode.CLUSTER_UNAVAILABLE if isinstance(exc, ClusterUnavailable) else CloseCode.GOING_AWAY
+            logger.info("WebSocket for app %r closed at once: %s", app_name, exc.reason)
+            await self._accept_and_close(code, exc.reason)
+            return
+        except Exception:
+            logger.error("Could not open a WebSocket for app %r", app_name, exc_info=True)
+            await self._accept_and_close(CloseCode.INTERNAL_ERROR, "Internal server error")
             return
         await self.send({"type": "websocket.accept", "subprotocol": "bokeh"})
         self.client = ClientConnection(
@@ -85,6 +103,10 @@ class BokehConsumer(AsyncConsumer):
         logger.info("WebSocket opened for session %r of app %r", session.id, app_name)
         await self.client.open()
 
+    async def _accept_and_close(self, code: int, reason: str) -> None:
+        await self.send({"type": "websocket.accept", "subprotocol": "bokeh"})
+        await self.close_connection(code, reason)
+
     async def _register_user(self, user: Any) -> None:
         # Sign-out anywhere reaches this connection through the process's broadcast.
         register_connection(user, self)
@@ -95,8 +117,25 @@ class BokehConsumer(AsyncConsumer):
         self.relay = EdgeRelay(owner, self)
         await self._register_user(user)
         user_pk = user.pk if getattr(user, "is_authenticated", False) else None
-        await self.relay.open(self._app_name, info.session_id, token, info.payload, self.scope, user_pk)
+        try:
+            await self.relay.open(self._app_name, info.session_id, token, info.payload, self.scope, user_pk)
+        except Exception as exc:
+            await self._end_relay(exc)
+            return
         logger.info("WebSocket for session %r of app %r relayed to its owner process", info.session_id, self._app_name)
+
+    async def _end_relay(self, exc: Exception) -> None:
+        from channels.exceptions import ChannelFull
+
+        relay, self.relay = self.relay, None
+        if relay is None:
+            return
+        if isinstance(exc, ChannelFull):
+            reason = "The process holding this session is overloaded; reconnecting"
+        else:
+            reason = "Lost contact with the process holding this session; reconnecting"
+        logger.warning("Could not relay to the owner process (%r); closing the client", exc)
+        await relay.end(CloseCode.RELAY_INTERRUPTED, reason)
 
     def _refusal_reason(self, app_name: str) -> str | None:
         """Why this upgrade must get a 403, or None to go on (checked before any token work)."""
@@ -127,14 +166,11 @@ class BokehConsumer(AsyncConsumer):
             return
         if self.client is not None:
             await self.client.feed(fragment)
-        elif self.relay is not None:
+        elif self.relay is not None and not self.relay.ended:
             try:
                 await self.relay.forward(fragment)
-            except Exception as exc:  # the channel layer (Redis) is unreachable
-                logger.warning("Could not relay a frame to the owner process (%s); closing the client", exc)
-                relay, self.relay = self.relay, None
-                await relay.closed()
-                await self.close_connection(CloseCode.OWNER_LOST, "Lost contact with the process holding this session; reload")
+            except Exception as exc:  # the channel layer (Redis) is unreachable, or the owner's channel is full
+                await self._end_relay(exc)
 
     async def revoke(self) -> None:
         """The user signed out or was deactivated: their session closes, hooks run."""

@@ -10,10 +10,13 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 __all__ = (
     "AppLoadError",
     "AppNotRegistered",
+    "ClusterUnavailable",
     "InvalidAppSpec",
     "InvalidToken",
+    "NotAccepting",
     "SessionNotFound",
     "SessionRefused",
+    "SessionsUnavailable",
 )
 
 
@@ -47,3 +50,23 @@ class SessionRefused(PermissionDenied):
 
 class SessionNotFound(LookupError):
     """Raised when a session id names no live session in this process."""
+
+
+class SessionsUnavailable(RuntimeError):
+    """Raised when this process cannot give a request a session right now, though it may soon.
+
+    Pages answer 503 with ``Retry-After``; WebSockets are closed with a code and this reason.
+    """
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class ClusterUnavailable(SessionsUnavailable):
+    """Raised when the cluster's Redis is unreachable, so a session's owner cannot be found or recorded."""
+
+
+class NotAccepting(SessionsUnavailable):
+    """Raised when a stopping (draining) process is asked for a new session."""

@@ -18,6 +18,7 @@ __all__ = (
     "SERVER_MESSAGE_TYPES",
     "CloseCode",
     "FrameReceiver",
+    "MessageSplitter",
     "ProtocolError",
     "error_message",
     "message_frames",
@@ -152,6 +153,48 @@ class FrameReceiver:
         if num_buffers > self._max_buffers:
             raise MessageTooBig(f"message announces {num_buffers} buffers; the limit is {self._max_buffers}")
         return num_buffers
+
+
+class MessageSplitter:
+    """Groups a client's frames into the frames of whole messages, without parsing them.
+
+    The relay sends one channel-layer message per Bokeh message, not one per frame. Only
+    the header's ``num_buffers`` is read. A frame that does not look like a valid header
+    (or announces more than the limits) is passed on alone at once: the owner's
+    ``FrameReceiver`` then refuses it and closes the connection with the right code.
+    """
+
+    def __init__(self, max_buffers: int, max_message_bytes: int) -> None:
+        self._max_buffers = max_buffers
+        self._max_message_bytes = max_message_bytes
+        self._frames: list[str | bytes] = []
+        self._expected = 0
+        self._bytes = 0
+
+    def push(self, fragment: str | bytes) -> list[str | bytes] | None:
+        """Take one frame; return the frames of the message it completes, or None."""
+        if not self._frames:
+            self._expected = self._frames_announced(fragment)
+            if self._expected is None:
+                return [fragment]
+        self._frames.append(fragment)
+        self._bytes += len(fragment)
+        if len(self._frames) < self._expected and self._bytes <= self._max_message_bytes:
+            return None
+        frames, self._frames, self._bytes = self._frames, [], 0
+        return frames
+
+    def _frames_announced(self, fragment: str | bytes) -> int | None:
+        if not isinstance(fragment, str):
+            return None
+        try:
+            header = json.loads(fragment)
+        except ValueError:
+            return None
+        num_buffers = header.get("num_buffers", 0) if isinstance(header, dict) else None
+        if isinstance(num_buffers, bool) or not isinstance(num_buffers, int) or not 0 <= num_buffers <= self._max_buffers:
+            return None
+        return 3 + 2 * num_buffers
 
 
 class MessageTooBig(ProtocolError):

@@ -5,7 +5,13 @@ A site's asgi.py::
     from bokehserve_django.routing import bokeh_asgi_application
     application = bokeh_asgi_application()   # Django HTTP + the Bokeh WebSockets
 
-or, to combine with its own consumers, include ``websocket_urlpatterns`` in its URLRouter.
+or, to combine with its own consumers, include ``websocket_urlpatterns`` in its own
+``URLRouter`` (behind ``SessionAuthMiddleware`` or Channels' ``AuthMiddlewareStack``, for
+the Django user). The consumers and views start the process's Bokeh serving themselves, so
+the cluster, broadcasts and sign-outs work either way; under daphne (runbokeh,
+``python -m bokehserve_django.daphne``) shutdown hooks run either way too. Under uvicorn or
+hypercorn, wrap the site's router in ``LifecycleMiddleware`` so that lifespan shutdown
+drains the process (check ``bokehserve_django.W006`` says so).
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
         from django.core.asgi import get_asgi_application
 
         http_application = get_asgi_application()
-    from .cluster.lifecycle import LifecycleMiddleware
+    from .cluster import LifecycleMiddleware
 
     return LifecycleMiddleware(
         ProtocolTypeRouter(

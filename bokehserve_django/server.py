@@ -5,17 +5,62 @@ daphne 4.2 drops the ``reason`` of an ASGI ``websocket.close`` message (BokehJS 
 zero-length frames (an empty numpy column is one). ``BokehDaphneServer`` swaps in a
 WebSocket protocol that sends both. Production deployments use
 it through ``python -m bokehserve_django.daphne`` (daphne's CLI with this server).
+
+It also owns how the process stops. Twisted's own SIGTERM/SIGINT handlers call
+``reactor.stop()`` at once, which keeps the ports listening while the "before shutdown"
+triggers run and then drops every transport (``disconnectAll``) without writing what is
+still buffered, so close frames queued during the stop never reached the clients. Here a
+signal instead (1) stops listening, (2) runs ``stop_process()`` (the drain), bounded by
+``DRAIN_TIMEOUT`` plus a grace period, (3) waits for the closing handshakes, so the close
+frames are on the wire, and only then (4) stops the reactor, where daphne cancels its
+application instances. A second signal closes every WebSocket at once, which ends the
+drain. A watchdog thread ends the process if the stop still hangs past its bound.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import faulthandler
+import io
+import logging
+import os
+import signal
+import sys
+import threading
+import time
 from typing import Any
 
+from autobahn.util import encode_truncate
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ReactorNotRunning
 
-__all__ = ("BokehDaphneServer", "BokehWebSocketProtocol")
+from .protocol import CloseCode
+
+__all__ = ("BokehDaphneServer", "BokehWebSocketProtocol", "add_drain_timeout_argument")
+
+logger = logging.getLogger(__name__)
+
+#: Seconds stop_process() may take beyond DRAIN_TIMEOUT (destroying the sessions left,
+#: on_server_unloaded, leaving the cluster) before the stop goes on without it.
+STOP_PROCESS_GRACE = 2
+#: Seconds to wait for clients to answer our close frames; autobahn itself drops (after
+#: flushing) a connection whose client stays silent for its 1 s closeHandshakeTimeout.
+CLOSE_HANDSHAKE_WAIT = 2
+#: Seconds after the signal, beyond DRAIN_TIMEOUT, at which the watchdog ends the process:
+#: the two waits above plus a second for daphne to cancel its application instances.
+STOP_GRACE = STOP_PROCESS_GRACE + CLOSE_HANDSHAKE_WAIT + 1
+#: The close reason for WebSockets the server closes itself (the same words the session
+#: runtime uses when it destroys sessions at shutdown).
+SHUTDOWN_REASON = "Server is shutting down"
+
+
+def _sendable_close_code(code: int) -> bool:
+    """Codes an endpoint may put in a close frame: 1004-1006 and 1015 are reserved for reporting."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class BokehWebSocketProtocol(WebSocketProtocol):
@@ -34,12 +79,17 @@ class BokehWebSocketProtocol(WebSocketProtocol):
                 self.sendMessage(text.encode("utf8"), False)
                 return
         if message.get("type") == "websocket.close" and self.state != self.STATE_CONNECTING:
-            code = message.get("code") or 1000
+            code = int(message.get("code") or 1000)
+            if not _sendable_close_code(code):
+                raise ValueError(f"WebSocket close code {code} may not be sent (RFC 6455 section 7.4)")
             reason = message.get("reason") or None
-            # A close reason may hold at most 123 UTF-8 bytes.
-            if reason:
-                reason = reason.encode("utf-8")[:120].decode("utf-8", "ignore")
-            self.sendClose(code=code, reason=reason)
+            # autobahn's sendClose() accepts only 1000 and 3000-4999, so 1001 ("going away",
+            # what a stopping server sends) raised there and no close frame was ever sent:
+            # clients saw 1006. sendCloseFrame() is the same close handshake without that
+            # filter; the code was checked above. A close reason may hold at most 123 UTF-8 bytes.
+            self.sendCloseFrame(
+                code=code, reasonUtf8=encode_truncate(reason, 123) if reason else None, isReply=False
+            )
             return
         super().handle_reply(message)
 
@@ -60,13 +110,174 @@ class BokehDaphneServer(Server):
         factory.setProtocolOptions(failByDrop=False)
         self._ws_factory = factory
 
+    # -- stopping --------------------------------------------------------------
+
+    def run(self) -> None:
+        self._listening_ports: list[Any] = []
+        self._graceful_stop: asyncio.Future[None] | None = None
+        self._stop_phase = "running"
+        self._watchdog: threading.Timer | None = None
+        if self.signal_handlers:
+            # After "startup": Twisted installs its own handlers then, and ours replace them.
+            reactor.callWhenRunning(self._install_signal_handlers)
+        try:
+            super().run()
+        finally:
+            if self.signal_handlers:
+                # The reactor has stopped; the process is exiting (joining threads can take a
+                # moment). Python resets handlers it installed to the default at exit, so a
+                # second SIGTERM then would kill it (-15) instead of letting it end with 0.
+                # The watchdog, if started, still bounds this last part.
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, signal.SIG_IGN)
+
+    def listen_success(self, port: Any) -> None:
+        self._listening_ports.append(port)
+        super().listen_success(port)
+
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # A Python signal handler runs between two bytecodes of the loop thread; hand over to
+        # the reactor as Twisted's own handlers do.
+        reactor.callFromThread(self.stop_gracefully, signal.Signals(signum).name)
+
+    def stop_gracefully(self, cause: str = "stop requested") -> None:
+        """Drain and stop; called again during the drain, close every WebSocket now."""
+        if self._graceful_stop is None:
+            logger.info("%s: stopping (no new connections; draining sessions for up to %s s)", cause,
+                        _drain_timeout())
+            self._start_graceful_stop().add_done_callback(lambda _: _stop_reactor())
+        elif self._stop_phase == "draining":
+            logger.warning("%s again: ending the drain, closing every WebSocket now", cause)
+            # Each client's disconnect reaches its consumer and session as any disconnect
+            # does, so no session is left in use and stop_process() destroys them all.
+            from .cluster import cut_drain_short
+
+            cut_drain_short()
+            self._close_open_websockets()
+        else:
+            logger.info("%s again: already stopping (%s)", cause, self._stop_phase)
+
+    def _start_graceful_stop(self) -> asyncio.Future[None]:
+        """The graceful part of stopping, run once whichever way the stop began."""
+        if self._graceful_stop is None:
+            self._graceful_stop = asyncio.ensure_future(self._stop_serving())
+        return self._graceful_stop
+
+    async def _stop_serving(self) -> None:
+        from .cluster import stop_process
+
+        drain_timeout = _drain_timeout()
+        self._start_watchdog(drain_timeout + STOP_GRACE)
+        # First of all: refuse new TCP connections, so that a proxy (nginx's
+        # proxy_next_upstream error) sends new requests to another process at once.
+        self._stop_phase = "stopping listening"
+        loop = asyncio.get_running_loop()
+        for port in self._listening_ports:
+            try:
+                await maybeDeferred(port.stopListening).asFuture(loop)
+            except Exception:
+                logger.error("Could not stop listening on %s", port, exc_info=True)
+        logger.info("Stopped listening; draining")
+        self._stop_phase = "draining"
+        drain = asyncio.ensure_future(stop_process())
+        limit = drain_timeout + STOP_PROCESS_GRACE
+        done, _ = await asyncio.wait([drain], timeout=limit)
+        if not done:
+            where = io.StringIO()
+            drain.print_stack(file=where)
+            logger.error("stop_process() has not finished after %s s; stopping without it.\n%s", limit,
+                         where.getvalue())
+            drain.cancel()
+        elif drain.exception() is not None:
+            logger.error("stop_process() failed", exc_info=drain.exception())
+        self._stop_phase = "closing WebSockets"
+        # Any WebSocket still open carries no session (a relay, a handshake that just
+        # finished); it too gets a close frame rather than a dropped connection.
+        self._close_open_websockets()
+        deadline = time.monotonic() + CLOSE_HANDSHAKE_WAIT
+        while self._open_websockets(closing_too=True) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        left = self._open_websockets(closing_too=True)
+        if left:
+            logger.warning("%d WebSocket(s) did not finish their closing handshake in %s s", len(left),
+                           CLOSE_HANDSHAKE_WAIT)
+        self._stop_phase = "stopping the reactor"
+
+    def _open_websockets(self, closing_too: bool = False) -> list[WebSocketProtocol]:
+        states = {WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STATE_CLOSING} if closing_too else {
+            WebSocketProtocol.STATE_OPEN}
+        return [
+            protocol for protocol, details in self.connections.items()
+            if isinstance(protocol, WebSocketProtocol) and "disconnected" not in details and protocol.state in states
+        ]
+
+    def _close_open_websockets(self) -> None:
+        for protocol in self._open_websockets():
+            protocol.handle_reply({"type": "websocket.close", "code": CloseCode.GOING_AWAY, "reason": SHUTDOWN_REASON})
+
+    def _start_watchdog(self, seconds: float) -> None:
+        """End the process after ``seconds`` even if the loop is blocked (a hook that hangs)."""
+
+        def expire() -> None:
+            # Runs in its own thread: reads plain attributes only, then exits without cleanup.
+            sys.stderr.write(
+                f"Stopping took longer than {seconds:g} s (still {self._stop_phase}, "
+                f"{len(self.connections)} connection(s) open); exiting now. Threads:\n"
+            )
+            faulthandler.dump_traceback(all_threads=True)
+            sys.stderr.flush()
+            os._exit(1)
+
+        self._watchdog = threading.Timer(seconds, expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
     def kill_all_applications(self) -> Any:
-        """Destroy sessions first (hooks run, clients get a close frame), then stop consumers."""
-        from twisted.internet.defer import Deferred
+        """daphne's "before shutdown" trigger: after the graceful stop, cancel the consumers.
 
-        from .cluster.lifecycle import stop_process
+        Reached from stop_gracefully() once it finished, or when something else stopped the
+        reactor (daphne after a listen failure, an application raising KeyboardInterrupt):
+        then the graceful stop runs here first.
+        """
+        stopped = Deferred.fromFuture(self._start_graceful_stop())
+        stopped.addErrback(lambda failure: logger.error("Graceful stop failed: %s", failure.getTraceback()))
+        stopped.addBoth(lambda _: super(BokehDaphneServer, self).kill_all_applications())
+        return stopped
 
-        shutdown = Deferred.fromFuture(asyncio.ensure_future(stop_process()))
-        shutdown.addErrback(lambda failure: failure.printTraceback())
-        shutdown.addBoth(lambda _: super(BokehDaphneServer, self).kill_all_applications())
-        return shutdown
+
+def _stop_reactor() -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:  # something else stopped it meanwhile
+        pass
+
+
+def add_drain_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--drain-timeout SECONDS``, the same for runbokeh and ``python -m bokehserve_django.daphne``."""
+    parser.add_argument(
+        "--drain-timeout", type=_seconds, metavar="SECONDS", dest="drain_timeout",
+        help="On SIGTERM/SIGINT: stop listening, take no new sessions and wait up to this many seconds "
+        "for live sessions to end, then close the rest (close code 1001 with a reason); a second "
+        "signal cuts the wait short. Sets BOKEHSERVE['DRAIN_TIMEOUT'] (default 10) for this run.",
+    )
+
+
+def _seconds(value: str) -> int:
+    # DRAIN_TIMEOUT is an int setting.
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, got {value!r}") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {seconds}")
+    return seconds
+
+
+def _drain_timeout() -> float:
+    from .conf import bokeh_settings
+
+    return float(bokeh_settings.DRAIN_TIMEOUT)

@@ -26,7 +26,7 @@ from bokeh.protocol import Protocol
 from bokeh.server.session import ServerSession
 from tornado.ioloop import IOLoop
 
-from .exceptions import AppLoadError, SessionNotFound, SessionRefused
+from .exceptions import AppLoadError, NotAccepting, SessionNotFound, SessionRefused
 from .protocol import CloseCode, error_message
 from .threads import app_code_executor
 
@@ -332,6 +332,14 @@ class AppSessions:
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._sessions
 
+    def has(self, session_id: str) -> bool:
+        """Whether this process holds the session or is creating it."""
+        return session_id in self._sessions or session_id in self._pending
+
+    @property
+    def pending(self) -> list[asyncio.Future[BokehSession]]:
+        return list(self._pending.values())
+
     def run_load_hook(self) -> None:
         try:
             self.application.on_server_loaded(self.server_context)
@@ -358,6 +366,9 @@ class AppSessions:
         pending = self._pending.get(session_id)
         if pending is not None:
             return _check_same_user(await asyncio.shield(pending), request)
+        if not runtime.accepting:
+            # A stopping process creates nothing that its shutdown would not destroy.
+            raise NotAccepting("This server is restarting; new sessions are created by the others.", retry_after=1)
         future: asyncio.Future[BokehSession] = asyncio.get_running_loop().create_future()
         self._pending[session_id] = future
         try:
@@ -413,7 +424,8 @@ class AppSessions:
 
         The hooks run while the document and the app module are still intact (bokeh serve
         clears the module first, so hooks that use module globals fail there). The session
-        leaves the table first, so a reconnect meanwhile gets a fresh session. With
+        leaves the table, and the destroy listeners (the cluster's owner record) hear of it,
+        before its clients are closed, so their reconnects never find it. With
         ``only_if_unused``, a session that a client reattached to is kept. Returns whether
         the session was destroyed.
         """
@@ -421,6 +433,13 @@ class AppSessions:
             return False
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
+        elif session.destroyed:
+            return False  # another discard got here first
+        for listener in runtime.destroy_listeners:
+            try:
+                await listener(self.name, session.id)
+            except Exception:
+                logger.error("Error in a session-destroyed listener", exc_info=True)
         for connection in session.connections:
             connection.detach()
             with contextlib.suppress(Exception):
@@ -432,11 +451,6 @@ class AppSessions:
         if not session.destroyed:
             await session.with_document_locked(session.destroy)
         self.destroyed_count += 1
-        for listener in runtime.destroy_listeners:
-            try:
-                await listener(self.name, session.id)
-            except Exception:
-                logger.error("Error in a session-destroyed listener", exc_info=True)
         logger.debug("Destroyed session %r of app %r", session.id, self.name)
         return True
 
@@ -462,6 +476,9 @@ class SessionRuntime:
         self._apps: dict[str, AppSessions] = {}
         self._started = False
         self._stopping = False
+        #: False once the process stops taking new sessions (drain); see stop_accepting().
+        self.accepting = True
+        self._closed = False
         self._reaper: asyncio.Task[None] | None = None
         self._loggers: list[asyncio.Task[None]] = []
         #: Coroutines called with (app name, session id) after a session is destroyed.
@@ -475,6 +492,8 @@ class SessionRuntime:
         """Load every app's server hooks and start the reaper, once, on the running loop."""
         if self._started:
             return
+        if self._closed:
+            raise NotAccepting("This server is shutting down.", retry_after=1)
         from . import registry
         from .conf import bokeh_settings
 
@@ -499,6 +518,45 @@ class SessionRuntime:
         ]
         logger.debug("Session runtime started for apps %s", sorted(self._apps))
 
+    def stop_accepting(self) -> None:
+        """Create no more sessions, and do not start again (on_server_loaded runs once)."""
+        self.accepting = False
+        self._closed = True
+
+    def reopen(self) -> None:
+        """Allow a new start (a new event loop: tests, or a server started again in-process)."""
+        self.accepting = True
+        self._closed = False
+
+    @property
+    def session_count(self) -> int:
+        return sum(len(a.sessions) + len(a.pending) for a in self._apps.values())
+
+    async def drain(self, timeout: float, cut_short: asyncio.Event | None = None) -> int:
+        """Wait up to ``timeout`` s for live sessions to end; how many are left.
+
+        Sessions left without connections are destroyed as soon as they are (their hooks
+        run); sessions being created are waited for like any other.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for app_sessions in list(self._apps.values()):
+                for session in app_sessions.sessions:
+                    if session.connection_count == 0:
+                        await app_sessions.discard(
+                            session, reason="Server is restarting", only_if_unused=True, close_code=CloseCode.GOING_AWAY
+                        )
+            left = self.session_count
+            remaining = deadline - loop.time()
+            if left == 0 or remaining <= 0 or (cut_short is not None and cut_short.is_set()):
+                return left
+            if cut_short is None:
+                await asyncio.sleep(min(0.2, remaining))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(cut_short.wait(), min(0.2, remaining))
+
     async def shutdown(self) -> None:
         """Destroy every session (running on_session_destroyed), then run on_server_unloaded."""
         if not self._started or self._stopping:
@@ -516,12 +574,14 @@ class SessionRuntime:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         for app_sessions in self._apps.values():
+            # Creations in progress finish first, so that their sessions are destroyed too.
+            for pending in app_sessions.pending:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(pending), 30)
             for session in app_sessions.sessions:
-                for connection in session.connections:
-                    connection.detach()
-                    with contextlib.suppress(Exception):
-                        await connection.close(CloseCode.GOING_AWAY, "Server is shutting down")
-                await app_sessions.discard(session)
+                await app_sessions.discard(
+                    session, reason="Server is shutting down; reconnecting", close_code=CloseCode.GOING_AWAY
+                )
             app_sessions.run_unload_hook()
         self._apps.clear()
         self._started = False

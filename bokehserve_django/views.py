@@ -6,7 +6,6 @@ and render with bokeh's embed helpers. No WebSocket code.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -35,16 +34,15 @@ from django.views.static import serve
 
 from . import registry, security, signing
 from .auth import token_claims
+from .cluster import PAGE_TOKEN_KEY, Where, ensure_started, locate, membership, request_page
 from .conf import bokeh_settings
-from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionNotFound, SessionRefused
+from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused, SessionsUnavailable
 from .requests import from_http_request, token_payload_for
 from .resources import resources_for
-from .cluster.membership import cluster
-from .cluster.relay import request_page, send_page
 from .sessions import BokehSession, runtime
 from .urls_util import app_url
 
-__all__ = ("app_page", "app_static", "autoload_js", "favicon", "index", "metadata", "stats")
+__all__ = ("app_page", "app_static", "autoload_js", "favicon", "index", "metadata", "render_page_for_session", "stats")
 
 logger = logging.getLogger(__name__)
 
@@ -113,22 +111,34 @@ async def open_session(request: HttpRequest, app_name: str, user: Any = None) ->
                 raise SessionRefused("This server needs a bokeh-session-id; it does not generate session ids.")
             session_id = signing.generate_session_id()
         signing.check_session_id(session_id)
-        extra = {**(application.process_request(session_request) or {}), **token_claims(user)}
+        # PAGE_TOKEN_KEY: this token's session exists from now on; should it be gone when the
+        # browser (re)connects, the page reloads instead of getting someone else's document.
+        extra = {**(application.process_request(session_request) or {}), **token_claims(user), PAGE_TOKEN_KEY: True}
         payload = token_payload_for(session_request, extra)
         token = signing.generate_token(session_id, extra_payload=payload)
         payload = signing.read_token(token).payload
-    app_sessions = runtime.app(app_name)
-    if session_id not in app_sessions:
-        owner = await cluster.claim(app_name, session_id)
-        if owner is not None:
-            return _PageSession(None, session_id, token, owner=owner)
-    session = await app_sessions.get_or_create(session_id, session_request, token, payload)
+    await ensure_started()
+    placement = await locate(app_name, session_id, must_exist=False)
+    if placement.where is Where.RELAYED:
+        return _PageSession(None, session_id, token, owner=placement.owner)
+    session = await runtime.app(app_name).get_or_create(session_id, session_request, token, payload)
     return _PageSession(session, session_id, token)
 
 
 def _refusal(exc: Exception) -> HttpResponse:
     logger.warning("Refused session request: %s", exc)
     return HttpResponseForbidden(f"{exc}\n", content_type="text/plain; charset=utf-8")
+
+
+def _unavailable_page(request: HttpRequest, exc: SessionsUnavailable) -> HttpResponse:
+    """503 with Retry-After: the page refreshes itself, and balancers may try another process."""
+    logger.info("No session for %s right now: %s", request.path, exc.reason)
+    context = {"reason": exc.reason, "retry_after": exc.retry_after}
+    html = render_to_string("bokehserve_django/unavailable.html", context, request=request)
+    response = HttpResponse(html, status=503)
+    response["Retry-After"] = str(exc.retry_after)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _load_error_page(request: HttpRequest, exc: AppLoadError) -> HttpResponse:
@@ -162,6 +172,8 @@ async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
         return _load_error_page(request, exc)
     except (InvalidToken, SessionRefused) as exc:
         return _refusal(exc)
+    except SessionsUnavailable as exc:
+        return _unavailable_page(request, exc)
     if page_session.owner is not None:
         status, html = await request_page(page_session.owner, app_name, page_session.id, page_session.token)
     else:
@@ -181,20 +193,9 @@ def render_page(page_session: Any) -> str:
     )
 
 
-async def render_page_for_relay(message: dict[str, Any]) -> None:
-    """Owner side of a page request that landed on another process of the cluster."""
-    asyncio.get_running_loop().create_task(_render_page_for_relay(message))
-
-
-async def _render_page_for_relay(message: dict[str, Any]) -> None:
-    try:
-        # The claim is won before the app code has run: wait for a creation in progress.
-        session = await runtime.app(message["app"]).get_when_created(message["session_id"])
-    except SessionNotFound:
-        await send_page(message, 404, "This session no longer exists; reload the page.\n")
-        return
-    html = render_page(_PageSession(session, session.id, message["token"]))
-    await send_page(message, 200, html)
+def render_page_for_session(session: BokehSession, token: str) -> str:
+    """The page of a session this process holds, for a page request that landed on another process."""
+    return render_page(_PageSession(session, session.id, token))
 
 
 def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:
@@ -243,6 +244,8 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
         return _cors(_load_error_page(request, exc), request)
     except (InvalidToken, SessionRefused) as exc:
         return _cors(_refusal(exc), request)
+    except SessionsUnavailable as exc:
+        return _cors(_unavailable_page(request, exc), request)
     resources = resources_for(server_url) if request.GET.get("resources") != "none" else None
     bundle = bundle_for_objs_and_resources(None, resources)
     render_items = [RenderItem(token=page_session.token, elementid=element_id, use_for_title=False)]
@@ -316,7 +319,7 @@ async def stats(request: HttpRequest) -> HttpResponse:
         if not getattr(user, "is_authenticated", False):
             return redirect_to_login(request.get_full_path())
         return HttpResponseForbidden("Staff only.\n", content_type="text/plain")
-    processes = await cluster.process_stats()
+    processes = await membership.process_stats()
     totals: dict[str, dict[str, int]] = {}
     for process in processes:
         for name, counts in process["apps"].items():
@@ -325,5 +328,5 @@ async def stats(request: HttpRequest) -> HttpResponse:
                 total[key] += counts.get(key, 0)
     if request.GET.get("format") == "json" or "application/json" in request.headers.get("Accept", ""):
         return JsonResponse({"processes": processes, "totals": totals})
-    context = {"processes": processes, "totals": sorted(totals.items()), "distributed": cluster.distributed}
+    context = {"processes": processes, "totals": sorted(totals.items()), "distributed": membership.distributed}
     return HttpResponse(render_to_string("bokehserve_django/stats.html", context, request=request))

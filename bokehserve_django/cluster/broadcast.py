@@ -24,6 +24,7 @@ channels_redis, of every process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import Callable
@@ -53,9 +54,18 @@ def unsubscribe(document: Any, topic: str, callback: Callable[[Any], Any]) -> No
         callbacks.remove(callback)
 
 
-async def asend(topic: str, payload: Any = None, *, app: str | None = None, user: Any = None) -> None:
+#: Seconds a send may take before it is given up (Redis unreachable).
+SEND_TIMEOUT = 2.0
+
+
+async def asend(topic: str, payload: Any = None, *, app: str | None = None, user: Any = None) -> bool:
     """Send ``payload`` to the subscribers of ``topic`` in the live sessions of ``app`` (or all
-    apps), optionally only those opened by ``user`` (a user object or primary key)."""
+    apps), optionally only those opened by ``user`` (a user object or primary key).
+
+    Delivery is at most once: while the channel layer (Redis) is unreachable the event is
+    dropped with a warning, and False is returned, so the Django view or signal handler
+    that sent it keeps working.
+    """
     from channels.layers import get_channel_layer
 
     from .membership import BROADCAST_GROUP
@@ -64,18 +74,24 @@ async def asend(topic: str, payload: Any = None, *, app: str | None = None, user
     if layer is None:
         raise RuntimeError("Broadcast needs CHANNEL_LAYERS; see docs/cluster.md.")
     user_pk = getattr(user, "pk", user)
-    await layer.group_send(BROADCAST_GROUP, {
+    message = {
         "type": MESSAGE_TYPE,
         "topic": topic,
         "payload": payload,
         "app": app,
         "user": None if user_pk is None else str(user_pk),
-    })
+    }
+    try:
+        await asyncio.wait_for(layer.group_send(BROADCAST_GROUP, message), SEND_TIMEOUT)
+    except Exception as exc:
+        logger.warning("Broadcast of %r not sent: the channel layer is unreachable (%s)", topic, exc)
+        return False
+    return True
 
 
-def send(topic: str, payload: Any = None, *, app: str | None = None, user: Any = None) -> None:
+def send(topic: str, payload: Any = None, *, app: str | None = None, user: Any = None) -> bool:
     """``asend`` for sync code (views, signal handlers, management commands, Celery tasks)."""
-    async_to_sync(asend)(topic, payload, app=app, user=user)
+    return async_to_sync(asend)(topic, payload, app=app, user=user)
 
 
 async def deliver(message: dict[str, Any]) -> int:
@@ -100,9 +116,9 @@ async def deliver(message: dict[str, Any]) -> int:
 
 
 def install() -> None:
-    from .membership import cluster
+    from .membership import membership
 
     async def handle(message: dict[str, Any]) -> None:
         await deliver(message)
 
-    cluster.on(MESSAGE_TYPE, handle)
+    membership.on(MESSAGE_TYPE, handle)

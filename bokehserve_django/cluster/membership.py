@@ -1,15 +1,26 @@
-"""Shares sessions between processes: session ownership in Redis, WebSocket relays, broadcast.
+"""Keeps this process's place in the cluster: its channel, its liveness, and its session records.
 
-Every process has a channel on the channel layer. With channels_redis, a session belongs
-to the process that created it, recorded in Redis under a key with a TTL that the owner
-keeps fresh; an unknown session id is claimed with SET NX, so an app runs once per session
-across all processes. A WebSocket that lands on another process (the *edge*) is relayed
-to the owner over the channel layer, frames in order, binary buffers included.
+Every process has a channel on the channel layer. With channels_redis, each session belongs
+to the process that created it (its *owner*), recorded in Redis under
+``bokehserve:owner:<hash>``; a process's records are also listed in its set
+``bokehserve:owned:<channel>`` so that they can be re-registered after a Redis restart and
+cleaned up after the process dies.
 
-With the in-memory layer (one process) ownership is local and relays never happen, but
-broadcast (``bokehserve_django.broadcast``) works the same way.
+Liveness comes from a thread, not from the event loop: Bokeh callbacks run on the loop and
+may block it for seconds, and a stall is not a death. The heartbeat thread refreshes
+``bokehserve:alive:<channel>`` (a few seconds' TTL) and this process's entry in the
+``bokehserve:processes`` hash, one pipeline per second whatever the number of sessions.
+It also notices, and reports to the loop as events:
 
-This is the only module that talks to the channel layer and Redis for sessions.
+- ``down`` / ``up``: Redis became unreachable / reachable again (one log line each);
+- ``restarted``: Redis lost its data (its "up since" stamp changed); the thread has
+  re-registered this process's records, and ``data["lost"]`` lists the ones another
+  process claimed meanwhile;
+- ``fenced``: this process's liveness key had lapsed (the whole process was frozen for
+  longer than its TTL), so peers may have taken its sessions over.
+
+Nothing here raises because Redis is down: Django pages never depend on it. Callers that
+need Redis (placement) check ``known_down`` and get ``ClusterUnavailable``.
 """
 
 from __future__ import annotations
@@ -21,32 +32,74 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from django.conf import settings
 
-
-__all__ = ("BROADCAST_GROUP", "Cluster", "cluster")
+__all__ = ("BROADCAST_GROUP", "Membership", "membership", "redis_url")
 
 logger = logging.getLogger(__name__)
 
-#: Group every process joins to receive broadcasts.
+#: Group every process joins to receive broadcasts and sign-outs.
 BROADCAST_GROUP = "bokehserve.broadcast"
-#: Seconds an owner record lives without refresh, and how often owners refresh.
-OWNER_TTL = 30
-#: Seconds a process's liveness key lives without refresh (relayed clients of a dead owner
-#: are closed within about this long), and how often it is refreshed.
-ALIVE_TTL = 4
+#: Seconds between heartbeats, and seconds a liveness key lives without one. A process is
+#: taken for dead once its key has expired: within ALIVE_TTL + HEARTBEAT_INTERVAL.
 HEARTBEAT_INTERVAL = 1.0
-#: Seconds after a Redis (re)start during which new claims wait for owners to re-register.
+ALIVE_TTL = 5
+#: Seconds without a heartbeat after which peers delete a process's records for good.
+DEAD_AFTER = 30
+#: Heartbeats between two looks for dead processes to clean up.
+CLEANUP_EVERY = 10
+#: Seconds an owner record lives at most: a safety net should a dead process's records
+#: never be cleaned up (live owners' records are re-written after a Redis restart).
+OWNER_RECORD_TTL = 24 * 3600
+#: Seconds after a Redis (re)start during which a missing record may only mean that its
+#: owner has not re-registered yet (a few heartbeats).
 RESTART_SETTLE = 2.5 * HEARTBEAT_INTERVAL
-_SINCE_KEY = "bokehserve:redis-since"
+#: Longest pause between two attempts to reach Redis while it is down.
+MAX_RETRY_INTERVAL = 5.0
+#: Seconds between re-joins of the broadcast group (channels_redis expires memberships).
+GROUP_REJOIN_INTERVAL = 30.0
+#: Seconds any one Redis command may take before it counts as a failure.
+REDIS_TIMEOUT = 2.0
 
-# Compare-and-set / compare-and-delete, so a process only changes records it owns.
-_CAS = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0"
-_CAD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+SINCE_KEY = "bokehserve:redis-since"
+PROCESSES_KEY = "bokehserve:processes"
+
+# Each script changes only records this process owns (or a dead process owned), atomically.
+_CLAIM = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('sadd', KEYS[2], KEYS[1]) return 1
+end
+return 0"""
+_TAKE_OVER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  redis.call('srem', KEYS[2], KEYS[1]) redis.call('sadd', KEYS[3], KEYS[1]) return 1
+end
+return 0"""
+_RELEASE = """
+redis.call('srem', KEYS[2], KEYS[1])
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0"""
+_REREGISTER = """
+local lost = {}
+for _, key in ipairs(redis.call('smembers', KEYS[1])) do
+  if not redis.call('set', key, ARGV[1], 'NX', 'EX', ARGV[2]) and redis.call('get', key) ~= ARGV[1] then
+    table.insert(lost, key) redis.call('srem', KEYS[1], key)
+  end
+end
+return lost"""
+_FORGET_PROCESS = """
+local owned = redis.call('smembers', KEYS[1])
+for _, key in ipairs(owned) do
+  if redis.call('get', key) == ARGV[1] then redis.call('del', key) end
+end
+redis.call('del', KEYS[1]) redis.call('hdel', KEYS[2], ARGV[1])
+return #owned"""
 
 
 def redis_url() -> str | None:
@@ -65,89 +118,138 @@ def redis_url() -> str | None:
     return None
 
 
-class Cluster:
+def owner_key(app_name: str, session_id: str) -> str:
+    digest = hashlib.sha256(f"{app_name}\0{session_id}".encode()).hexdigest()[:40]
+    return f"bokehserve:owner:{digest}"
+
+
+def alive_key(channel: str) -> str:
+    return f"bokehserve:alive:{channel}"
+
+
+def owned_key(channel: str) -> str:
+    return f"bokehserve:owned:{channel}"
+
+
+EventListener = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Membership:
     """This process's place among the processes that share a channel layer."""
 
     def __init__(self) -> None:
         self.process_channel: str | None = None
         self.redis: Any = None
+        #: Whether the last heartbeat reached Redis (always False without Redis).
+        self.connected = False
+        #: Whether Redis is known to be unreachable (False before the first heartbeat).
+        self.known_down = False
+        #: Set when the process stops taking new sessions (drain); peers see it in stats.
+        self.draining = False
+        self.started = False
+        self._url: str | None = None
         self._layer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
-        self._redis_down = False
-        #: The "up since" stamp of the Redis this process first beat into (a change means a restart).
-        self._first_since: float | None = None
-        self.started = False
+        self._listeners: list[EventListener] = []
+        self._heart: _Heartbeat | None = None
+        self._rejoin = asyncio.Event()
 
     @property
     def distributed(self) -> bool:
         """Whether sessions are shared with other processes (channels_redis configured)."""
-        return self.redis is not None
+        return self._url is not None and self.started
 
     def on(self, message_type: str, handler: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         """Handle channel-layer messages of ``message_type`` sent to this process."""
         self._handlers[message_type] = handler
 
+    def on_event(self, listener: EventListener) -> None:
+        """Call ``listener(event, data)`` on the loop for each heartbeat event (see the module doc)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
+        """Take a channel, listen on it, and start beating. Never waits on Redis."""
         if self.started:
             return
-        self.started = True
         from channels.layers import get_channel_layer
 
+        self._loop = asyncio.get_running_loop()
         self._layer = get_channel_layer()
         if self._layer is None:
             logger.warning("No channel layer: broadcast and sign-out revocation are off")
             return
         self.process_channel = await self._layer.new_channel()
-        await self._layer.group_add(BROADCAST_GROUP, self.process_channel)
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._listen()))
-        url = redis_url()
-        if url:
+        self._url = redis_url()
+        self.started = True
+        self._rejoin = asyncio.Event()
+        self._tasks = [self._loop.create_task(self._listen()), self._loop.create_task(self._keep_group())]
+        if self._url:
             import redis.asyncio as aioredis
 
-            self.redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-            await self._beat()
-            self._tasks.append(loop.create_task(self._heartbeat_forever()))
+            self.redis = aioredis.Redis.from_url(
+                self._url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+            )
+            self._heart = _Heartbeat(self, self._url)
+            self._heart.start()
         logger.info(
             "Process %d on channel %s (%s)", os.getpid(), self.process_channel,
-            "sessions shared through Redis" if self.distributed else "sessions local to this process",
+            "sessions shared through Redis" if self._url else "sessions local to this process",
         )
 
     def forget(self) -> None:
-        """Drop the state of a run whose event loop has ended (no I/O)."""
-        self._tasks.clear()
-        self._first_since = None
-        self.redis = None
-        self.process_channel = None
-        self.started = False
+        """Drop the state of a run whose event loop has ended (tests run one loop per test)."""
+        if self._heart is not None:
+            self._heart.stop(wait=False)
+        self.__init__()  # type: ignore[misc]
 
     async def stop(self) -> None:
+        """Stop beating, remove this process's records, leave the broadcast group."""
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        if self.redis is not None and self.process_channel:
+        heart, self._heart = self._heart, None
+        if heart is not None:
+            await asyncio.get_running_loop().run_in_executor(None, heart.stop)
+        if self.redis is not None and self.process_channel and not self.known_down:
             with contextlib.suppress(Exception):
-                await self.redis.delete(self._alive_key(self.process_channel))
-        if self._layer is not None and self.process_channel:
+                await asyncio.wait_for(self.redis.eval(
+                    _FORGET_PROCESS, 2, owned_key(self.process_channel), PROCESSES_KEY, self.process_channel
+                ), REDIS_TIMEOUT)
+                await asyncio.wait_for(self.redis.delete(alive_key(self.process_channel)), REDIS_TIMEOUT)
+        if self._layer is not None and self.process_channel and not self.known_down:
             with contextlib.suppress(Exception):
-                await self._layer.group_discard(BROADCAST_GROUP, self.process_channel)
+                await asyncio.wait_for(self._layer.group_discard(BROADCAST_GROUP, self.process_channel), REDIS_TIMEOUT)
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+        self.connected = False
+        self.known_down = False
         self.started = False
 
     async def _listen(self) -> None:
+        """Receive what other processes send to this one; back off while the layer fails."""
+        failures = 0
         while True:
             try:
                 message = await self._layer.receive(self.process_channel)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("Channel layer receive failed (%s); retrying in 1 s", exc)
-                await asyncio.sleep(1)
+                failures += 1
+                if failures == 1:
+                    logger.warning("Channel layer receive failed (%s); retrying with backoff", exc)
+                await asyncio.sleep(min(0.25 * 2**failures, MAX_RETRY_INTERVAL))
                 continue
+            if failures:
+                logger.info("Channel layer receives again after %d failed attempt(s)", failures)
+                failures = 0
             handler = self._handlers.get(message.get("type", ""))
             if handler is None:
                 logger.warning("Ignoring channel-layer message of unknown type %r", message.get("type"))
@@ -157,134 +259,121 @@ class Cluster:
             except Exception:
                 logger.error("Error handling %r from the channel layer", message.get("type"), exc_info=True)
 
-    # -- Redis records ---------------------------------------------------------
-
-    @staticmethod
-    def _owner_key(app_name: str, session_id: str) -> str:
-        digest = hashlib.sha256(f"{app_name}\0{session_id}".encode()).hexdigest()[:40]
-        return f"bokehserve:owner:{digest}"
-
-    @staticmethod
-    def _alive_key(channel: str) -> str:
-        return f"bokehserve:alive:{channel}"
-
-    async def _beat(self) -> None:
-        """Refresh this process's liveness and the owner records of its live sessions."""
-        from ..sessions import runtime
-
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(self._alive_key(self.process_channel), os.getpid(), ex=ALIVE_TTL)
-        stats = {"pid": os.getpid(), "host": socket.gethostname(), "apps": runtime.stats()}
-        pipe.set(f"bokehserve:stats:{self.process_channel}", json.dumps(stats), ex=ALIVE_TTL)
-        # When this Redis has been up since (rewritten by the first beat after a restart).
-        pipe.set(_SINCE_KEY, time.time(), nx=True)
-        for name, app_sessions in runtime.apps.items():
-            for session in app_sessions.sessions:
-                pipe.set(self._owner_key(name, session.id), self.process_channel, ex=OWNER_TTL)
-        pipe.get(_SINCE_KEY)
-        results = await pipe.execute()
-        if self._first_since is None and results[-1] is not None:
-            self._first_since = float(results[-1])
-
-    async def _heartbeat_forever(self) -> None:
+    async def _keep_group(self) -> None:
+        """Stay in the broadcast group: join now, after Redis comes back, and every so often."""
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
-            try:
-                await self._beat()
-                # Re-join the broadcast group: Redis may have restarted (groups lost), and
-                # channels_redis expires memberships after group_expiry.
-                await self._layer.group_add(BROADCAST_GROUP, self.process_channel)
-                if self._redis_down:
-                    logger.warning("Redis is reachable again")
-                    self._redis_down = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not self._redis_down:
-                    logger.warning("Redis unreachable (%s); local sessions keep working", exc)
-                    self._redis_down = True
-
-    async def claim(self, app_name: str, session_id: str) -> str | None:
-        """Who serves this session: None for this process (claimed if new), else the owner's channel.
-
-        A new id is claimed with SET NX, so exactly one process creates it. A record left
-        by a dead process (its liveness key expired) is taken over.
-        """
-        if not self.distributed:
-            return None
-        key = self._owner_key(app_name, session_id)
-        me = self.process_channel
-        try:
-            for _ in range(3):
-                if await self.redis.set(key, me, nx=True, ex=OWNER_TTL):
-                    return await self._confirm_claim(key)
-                owner = await self.redis.get(key)
-                if owner is None:
+            if self.connected or not self._url:
+                try:
+                    await asyncio.wait_for(self._layer.group_add(BROADCAST_GROUP, self.process_channel), REDIS_TIMEOUT)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.debug("Could not join the broadcast group yet: %s", exc)
+                    await asyncio.sleep(1)
                     continue
-                owner = owner.decode()
-                if owner == me:
-                    return None
-                if await self.redis.exists(self._alive_key(owner)):
-                    return owner
-                # No liveness key: dead, or Redis restarted and the owner has not beaten yet.
-                await asyncio.sleep(HEARTBEAT_INTERVAL * 1.5)
-                if await self.redis.exists(self._alive_key(owner)):
-                    return owner
-                if await self.redis.eval(_CAS, 1, key, owner, me, OWNER_TTL):
-                    logger.info("Took over session %r of app %r from a dead process", session_id, app_name)
-                    return None
-        except Exception as exc:
-            # Redis down: serve locally rather than not at all; the record is written at the next beat.
-            logger.warning("Could not reach Redis to find the owner of session %r (%s); serving it here", session_id, exc)
-            return None
-        return None
+            self._rejoin.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rejoin.wait(), GROUP_REJOIN_INTERVAL)
 
-    async def _confirm_claim(self, key: str) -> str | None:
-        """Right after a Redis restart the owner records are gone until every owner beats
-        again: an existing session would look new. Wait for the beats, then see who owns it.
-        """
-        since = await self.redis.get(_SINCE_KEY)
-        if since is not None and float(since) == self._first_since:
-            return None  # the Redis this process started with: every owner record is there
-        settle = float(since) + RESTART_SETTLE - time.time() if since is not None else RESTART_SETTLE
-        if settle <= 0:
-            return None
-        await asyncio.sleep(settle)
+    def _report(self, event: str, data: dict[str, Any]) -> None:
+        """Heartbeat thread -> loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._dispatch, event, data)
+
+    def _dispatch(self, event: str, data: dict[str, Any]) -> None:
+        if event in ("up", "restarted"):
+            self._rejoin.set()
+        for listener in self._listeners:
+            task = asyncio.ensure_future(listener(event, data))
+            task.add_done_callback(_log_failure)
+
+    # -- session records -------------------------------------------------------
+
+    async def owner_of(self, key: str) -> str | None:
         owner = await self.redis.get(key)
-        if owner is None or owner.decode() == self.process_channel:
-            await self.redis.set(key, self.process_channel, ex=OWNER_TTL)
-            return None
-        logger.info("Session record reappeared after a Redis restart; relaying to its owner")
-        return owner.decode()
+        return owner.decode() if owner is not None else None
 
-    async def process_stats(self) -> list[dict[str, Any]]:
-        """Session counts of every live process (this one only, without Redis)."""
-        from ..sessions import runtime
+    async def claim(self, key: str) -> bool:
+        """Record this process as the owner of a session nobody owns; whether it won."""
+        return bool(await self.redis.eval(
+            _CLAIM, 2, key, owned_key(self.process_channel), self.process_channel, OWNER_RECORD_TTL
+        ))
 
-        if not self.distributed:
-            return [{"pid": os.getpid(), "host": socket.gethostname(), "apps": runtime.stats()}]
-        result = []
-        async for key in self.redis.scan_iter(match="bokehserve:stats:*", count=100):
-            raw = await self.redis.get(key)
-            if raw:
-                result.append(json.loads(raw))
-        return sorted(result, key=lambda s: (s["host"], s["pid"]))
+    async def take_over(self, key: str, dead_owner: str) -> bool:
+        """Replace a dead process's record with this process's; whether it won."""
+        return bool(await self.redis.eval(
+            _TAKE_OVER, 3, key, owned_key(dead_owner), owned_key(self.process_channel),
+            dead_owner, self.process_channel, OWNER_RECORD_TTL,
+        ))
 
-    async def release(self, app_name: str, session_id: str) -> None:
-        """Forget the owner record of a session this process destroyed."""
-        if not self.distributed:
-            return
+    async def release(self, key: str) -> None:
+        """Remove this process's record of a session (never a newer owner's)."""
+        if not self.distributed or self.known_down:
+            return  # the record is cleaned up with this process's others, or re-checked later
         with contextlib.suppress(Exception):
-            await self.redis.eval(_CAD, 1, self._owner_key(app_name, session_id), self.process_channel)
+            await asyncio.wait_for(
+                self.redis.eval(_RELEASE, 2, key, owned_key(self.process_channel), self.process_channel),
+                REDIS_TIMEOUT,
+            )
 
     async def is_alive(self, channel: str) -> bool:
-        """Whether the process behind ``channel`` still beats (True when Redis cannot tell)."""
-        if not self.distributed:
-            return True
+        return (await self.alive_map([channel]))[channel]
+
+    async def alive_map(self, channels: Iterable[str]) -> dict[str, bool]:
+        """Which of these processes still beat. Processes count as alive when Redis cannot tell."""
+        channels = list(channels)
+        if not self.distributed or not self.connected or not channels:
+            return dict.fromkeys(channels, True)
         try:
-            return bool(await self.redis.exists(self._alive_key(channel)))
+            pipe = self.redis.pipeline(transaction=False)
+            for channel in channels:
+                pipe.exists(alive_key(channel))
+            results = await pipe.execute()
         except Exception:
-            return True
+            return dict.fromkeys(channels, True)
+        return {channel: bool(found) for channel, found in zip(channels, results, strict=True)}
+
+    async def settle_remaining(self) -> float:
+        """Seconds left in the window after a Redis restart in which owners re-register."""
+        since = await self.redis.get(SINCE_KEY)
+        if since is None:
+            return RESTART_SETTLE
+        if self._heart is not None and float(since) == self._heart.first_since:
+            return 0.0  # the Redis this process started with: every owner's records are there
+        return max(0.0, float(since) + RESTART_SETTLE - time.time())
+
+    # -- shared values and stats ------------------------------------------------
+
+    async def read_shared(self, name: str) -> bytes | None:
+        """A value other processes may have written with ``write_shared`` (None without Redis)."""
+        if not self.distributed or self.known_down:
+            return None
+        try:
+            return await asyncio.wait_for(self.redis.get(f"bokehserve:{name}"), REDIS_TIMEOUT)
+        except Exception:
+            return None
+
+    async def process_stats(self) -> list[dict[str, Any]]:
+        """Session counts of every live process (this one only, without Redis or while it is down)."""
+        from ..sessions import runtime
+
+        local = {**_process_info(self), "apps": runtime.stats()}
+        if not self.distributed or not self.connected:
+            return [local]
+        try:
+            entries = await asyncio.wait_for(self.redis.hgetall(PROCESSES_KEY), REDIS_TIMEOUT)
+        except Exception:
+            return [local]
+        now = time.time()
+        result = []
+        for channel, raw in entries.items():
+            info = json.loads(raw)
+            if channel.decode() == self.process_channel:
+                result.append(local)
+            elif now - info.get("beat", 0) <= ALIVE_TTL:
+                result.append(info)
+        return sorted(result, key=lambda s: (s["host"], s["pid"]))
 
     # -- messaging -------------------------------------------------------------
 
@@ -295,4 +384,136 @@ class Cluster:
         await self._layer.group_send(group, message)
 
 
-cluster = Cluster()
+def write_shared(name: str, value: Any, ttl: int) -> bool:
+    """Store ``value`` under ``name`` for ``ttl`` seconds, from sync code; whether it was stored."""
+    url = redis_url()
+    if not url:
+        return False
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+        try:
+            client.set(f"bokehserve:{name}", value, ex=ttl)
+        finally:
+            client.close()
+    except Exception as exc:
+        logger.warning("Could not store %s in Redis: %s", name, exc)
+        return False
+    return True
+
+
+def _process_info(member: Membership) -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "channel": member.process_channel,
+            "draining": member.draining, "beat": time.time()}
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Error in a cluster event listener", exc_info=task.exception())
+
+
+class _Heartbeat:
+    """The thread that keeps this process alive in Redis, whatever its event loop is doing."""
+
+    def __init__(self, member: Membership, url: str) -> None:
+        import redis
+
+        self._member = member
+        self._channel = member.process_channel
+        self._redis = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bokehserve-heartbeat", daemon=True)
+        #: The "up since" stamp of the Redis this process first beat into; None before.
+        self.first_since: float | None = None
+        self._since: float | None = None
+        self._beats = 0
+        self._stats: dict[str, Any] = {}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        self._stopping.set()
+        if wait and self._thread.is_alive():
+            self._thread.join(REDIS_TIMEOUT * 2)
+        with contextlib.suppress(Exception):
+            self._redis.close()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._beat()
+            except Exception as exc:
+                failures += 1
+                if self._member.connected or failures == 1:
+                    logger.warning(
+                        "Redis unreachable (%s): local sessions keep working; new sessions answer 503 "
+                        "until it is back; retrying with backoff", exc,
+                    )
+                self._member.known_down = True
+                if self._member.connected:
+                    self._member.connected = False
+                    self._member._report("down", {})
+                self._stopping.wait(min(0.5 * 2 ** (failures - 1), MAX_RETRY_INTERVAL))
+                continue
+            failures = 0
+            self._stopping.wait(HEARTBEAT_INTERVAL)
+
+    def _beat(self) -> None:
+        from ..sessions import runtime
+
+        with contextlib.suppress(RuntimeError):  # the loop changed the tables meanwhile: reuse
+            self._stats = runtime.stats()
+        info = {**_process_info(self._member), "apps": self._stats}
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(alive_key(self._channel), os.getpid(), ex=ALIVE_TTL, get=True)
+        pipe.hset(PROCESSES_KEY, self._channel, json.dumps(info))
+        pipe.set(SINCE_KEY, time.time(), nx=True)
+        pipe.get(SINCE_KEY)
+        previous, _, _, since = pipe.execute()
+        since = float(since)
+        was_connected = self._member.connected
+        if self.first_since is None:
+            self.first_since = self._since = since
+        elif since != self._since:
+            # Redis lost everything (restart without persistence, flush, failover to an empty
+            # replica): write this process's records again before anyone mistakes them for new.
+            self._since = since
+            lost = [key.decode() for key in self._redis.eval(
+                _REREGISTER, 1, owned_key(self._channel), self._channel, OWNER_RECORD_TTL
+            )]
+            logger.warning("Redis restarted: re-registered this process's sessions (%d taken by others)", len(lost))
+            self._member.connected = True
+            self._member.known_down = False
+            self._member._report("restarted", {"lost": lost})
+        elif previous is None and was_connected:
+            # Our liveness key expired although Redis kept its data: the whole process was
+            # frozen for longer than ALIVE_TTL, and peers may have taken our sessions.
+            logger.warning("This process missed its heartbeats for over %d s; checking which sessions it still owns", ALIVE_TTL)
+            self._member._report("fenced", {})
+        if not was_connected:
+            self._member.connected = True
+            self._member.known_down = False
+            # At start-up this is routine; after an outage the operator wants to see it.
+            logger.log(logging.WARNING if self._beats else logging.INFO, "Redis is reachable: this process is in the cluster")
+            self._member._report("up", {})
+        self._beats += 1
+        if self._beats % CLEANUP_EVERY == 0:
+            self._forget_dead_processes()
+
+    def _forget_dead_processes(self) -> None:
+        """Delete the records of processes that stopped beating long ago (SIGKILL, OOM)."""
+        now = time.time()
+        for channel, raw in self._redis.hgetall(PROCESSES_KEY).items():
+            channel = channel.decode()
+            if channel == self._channel or now - json.loads(raw).get("beat", now) < DEAD_AFTER:
+                continue
+            if self._redis.exists(alive_key(channel)):
+                continue  # a clock on another host is behind; its key says it is alive
+            count = self._redis.eval(_FORGET_PROCESS, 2, owned_key(channel), PROCESSES_KEY, channel)
+            logger.info("Forgot %d session record(s) of process %s, silent for over %d s", count, channel, DEAD_AFTER)
+
+
+membership = Membership()

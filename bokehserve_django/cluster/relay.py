@@ -1,8 +1,18 @@
 """Relays a WebSocket that landed on one process (the edge) to the process owning its session.
 
-Edge side: the consumer forwards client frames with ``EdgeRelay`` and writes back what the
-owner sends. Owner side: ``OwnerRelays`` attaches a ``ClientConnection`` to the session for
-each relayed client and feeds it the client's frames, one client at a time, in order.
+Edge side: the consumer forwards client messages with ``EdgeRelay`` (one channel-layer
+message per Bokeh message) and writes back what the owner sends. Owner side:
+``OwnerRelays`` attaches a ``ClientConnection`` to the session for each relayed client and
+feeds it the client's messages, in order.
+
+Each end knows when the other is gone. One watch task per process checks, once a second
+and in one Redis round trip, that the processes at the other end of its relays still beat:
+an edge closes its client with 4005 when the owner died; an owner drops the relayed
+clients of a dead edge (the session is then reaped by the usual unused-session rules).
+When Redis goes down or restarts, frames may have been lost in it, so both ends end their
+relays at once: edges close their clients with 4006 and a reason, and BokehJS reconnects
+to the same, still living, session. A relay never stays open and silent.
+
 Channel-layer message types (``bokehserve.relay.*``) are defined here.
 """
 
@@ -11,22 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
-from .membership import cluster
 from ..conf import bokeh_settings
 from ..connection import ClientConnection
-from ..protocol import CloseCode
+from ..exceptions import AppLoadError, SessionRefused, SessionsUnavailable
+from ..protocol import CloseCode, MessageSplitter
+from .membership import membership
+from .placement import Where, is_page_token, locate
 
-__all__ = ("EdgeRelay", "OwnerRelays", "owner_relays", "request_page", "send_page")
+__all__ = ("EdgeRelay", "OwnerRelays", "owner_relays", "request_page")
 
 logger = logging.getLogger(__name__)
 
 OPEN = "bokehserve.relay.open"          # edge -> owner: a client wants the session
-FRAME = "bokehserve.relay.frame"        # edge -> owner: one client frame
+MESSAGE = "bokehserve.relay.message"    # edge -> owner: the frames of one client message
 CLOSED = "bokehserve.relay.closed"      # edge -> owner: the client went away
 DISCARD = "bokehserve.relay.discard"    # edge -> owner: destroy the session (sign-out)
 FRAMES = "bokehserve.relay.frames"      # owner -> edge: the frames of one message
@@ -36,18 +47,23 @@ PAGE = "bokehserve.relay.page"          # owner -> edge: the rendered page
 
 #: Seconds an edge waits for the owner to render a page.
 PAGE_TIMEOUT = 15
+#: Seconds between two checks that the processes at the other ends of relays are alive.
+WATCH_INTERVAL = 1.0
+#: Client messages a relayed client may have waiting at its owner. A client further behind
+#: than that is closed rather than letting one client's backlog grow without bound.
+OWNER_QUEUE_LIMIT = 256
 
-#: Seconds between the edge's checks that the owner process is alive.
-OWNER_CHECK_INTERVAL = 1.0
+#: Reasons clients read in the close frame.
+OWNER_GONE = "The process holding this session went away"
+LINK_BROKEN = "The link to the process holding this session was interrupted (Redis); reconnecting"
 
-
-#: Edge address ("<process channel>|<id>") -> the consumer it belongs to, in this process.
-_edges: dict[str, Any] = {}
-_pending_pages: dict[str, asyncio.Future] = {}
+#: Edge address ("<process channel>|<id>") -> its EdgeRelay, in this process.
+_edges: dict[str, EdgeRelay] = {}
+_pending_pages: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
 
 def _address(local_id: str) -> str:
-    return f"{cluster.process_channel}|{local_id}"
+    return f"{membership.process_channel}|{local_id}"
 
 
 def _process_of(address: str) -> str:
@@ -58,21 +74,22 @@ class EdgeRelay:
     """The edge end of a relayed WebSocket (lives in the consumer)."""
 
     def __init__(self, owner: str, consumer: Any) -> None:
-        import uuid
-
         self.owner = owner
-        self.edge_channel = _address(uuid.uuid4().hex)
-        self._close_client = consumer.close_connection
-        _edges[self.edge_channel] = self
         self.consumer = consumer
-        self._watchdog: asyncio.Task[None] | None = None
-        # Frames are numbered both ways: a channel layer that re-delivers after a Redis
+        self.edge_channel = _address(uuid.uuid4().hex)
+        self._splitter = MessageSplitter(
+            max_buffers=bokeh_settings.MAX_BUFFERS_PER_MESSAGE,
+            max_message_bytes=bokeh_settings.WEBSOCKET_MAX_MESSAGE_SIZE,
+        )
+        # Messages are numbered both ways: a channel layer that re-delivers after a Redis
         # reconnect must not repeat a message, and a lost one must not go unnoticed.
         self._sent = 0
         self._received = 0
+        self.ended = False
+        _edges[self.edge_channel] = self
 
     async def open(self, app_name: str, session_id: str, token: str, payload: dict[str, Any], scope: dict[str, Any], user_pk: Any) -> None:
-        await cluster.send(self.owner, {
+        await membership.send(self.owner, {
             "type": OPEN,
             "edge": self.edge_channel,
             "app": app_name,
@@ -88,12 +105,14 @@ class EdgeRelay:
             },
             "user": None if user_pk is None else str(user_pk),
         })
-        self._watchdog = asyncio.get_running_loop().create_task(self._watch_owner())
 
     async def forward(self, fragment: str | bytes) -> None:
-        key = "bytes" if isinstance(fragment, bytes) else "text"
+        """Client -> owner; raises if the channel layer cannot take it (the caller closes)."""
+        frames = self._splitter.push(fragment)
+        if frames is None:
+            return
         self._sent += 1
-        await cluster.send(self.owner, {"type": FRAME, "edge": self.edge_channel, "seq": self._sent, key: fragment})
+        await membership.send(self.owner, {"type": MESSAGE, "edge": self.edge_channel, "seq": self._sent, "frames": frames})
 
     async def deliver(self, message: dict[str, Any]) -> None:
         """Owner -> client: the frames of one message, in order, once."""
@@ -101,7 +120,7 @@ class EdgeRelay:
         if seq <= self._received:
             return  # re-delivered
         if seq != self._received + 1:
-            await self._close_client(CloseCode.OWNER_LOST, "Messages from the process holding this session were lost; reload")
+            await self.end(CloseCode.RELAY_INTERRUPTED, "Messages from the process holding this session were lost; reconnecting")
             return
         self._received = seq
         try:
@@ -109,84 +128,145 @@ class EdgeRelay:
         except Exception as exc:  # the client closed while the owner's answer was on its way
             logger.debug("Dropped relayed frames for a closed client: %s", exc)
 
+    async def end(self, code: int, reason: str) -> None:
+        """Close the client with a reason; the owner side is told if it can still hear."""
+        if self.ended:
+            return
+        self.ended = True
+        _edges.pop(self.edge_channel, None)
+        with contextlib.suppress(Exception):
+            await self.consumer.close_connection(code, reason)
+        await self._tell_owner_closed()
+
     async def discard_session(self) -> None:
-        await cluster.send(self.owner, {"type": DISCARD, "edge": self.edge_channel})
+        await membership.send(self.owner, {"type": DISCARD, "edge": self.edge_channel})
 
     async def closed(self) -> None:
+        """The client went away."""
+        if self.ended:
+            return
+        self.ended = True
         _edges.pop(self.edge_channel, None)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        with contextlib.suppress(Exception):
-            await cluster.send(self.owner, {"type": CLOSED, "edge": self.edge_channel})
+        await self._tell_owner_closed()
 
-    async def _watch_owner(self) -> None:
-        while True:
-            await asyncio.sleep(OWNER_CHECK_INTERVAL)
-            if not await cluster.is_alive(self.owner):
-                logger.warning("Owner process of a relayed session is gone; closing the client")
-                await self._close_client(CloseCode.OWNER_LOST, "The process holding this session went away; reload")
-                return
+    async def _tell_owner_closed(self) -> None:
+        if membership.known_down:
+            return  # the owner drops its end when it hears of the outage
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(membership.send(self.owner, {"type": CLOSED, "edge": self.edge_channel}), 2)
 
 
 class _RelayTransport:
     """Owner side: sends a relayed client's messages back to its edge."""
 
-    def __init__(self, edge: str) -> None:
-        self.edge = edge
+    def __init__(self, owned: _OwnedClient) -> None:
+        self._owned = owned
         self._sent = 0
 
     async def send_frames(self, frames: Iterable[str | bytes]) -> None:
         self._sent += 1
-        await cluster.send(
-            _process_of(self.edge), {"type": FRAMES, "edge": self.edge, "seq": self._sent, "frames": list(frames)}
-        )
+        try:
+            await membership.send(
+                self._owned.process, {"type": FRAMES, "edge": self._owned.edge, "seq": self._sent, "frames": list(frames)}
+            )
+        except Exception as exc:
+            # A message the client will never see puts its document out of step: end the
+            # relay (the edge closes the client on the gap, or when it hears of the outage).
+            logger.warning("Could not relay a message to its client (%s); ending that relay", exc)
+            self._owned.stop()
 
     async def close_connection(self, code: int, reason: str) -> None:
-        await cluster.send(_process_of(self.edge), {"type": CLOSE, "edge": self.edge, "code": int(code), "reason": reason})
+        with contextlib.suppress(Exception):
+            await membership.send(
+                self._owned.process, {"type": CLOSE, "edge": self._owned.edge, "code": int(code), "reason": reason}
+            )
+        self._owned.stop()
 
 
 class _OwnedClient:
-    """Owner side of one relayed client: its frames, fed to its connection in order."""
+    """Owner side of one relayed client: its messages, fed to its connection in order."""
 
-    def __init__(self, app_name: str) -> None:
+    def __init__(self, edge: str, app_name: str, on_done: Callable[[str], None]) -> None:
+        self.edge = edge
+        self.process = _process_of(edge)
         self.app_name = app_name
         self.client: ClientConnection | None = None
-        self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
-        self.worker: asyncio.Task[None] | None = None
-        self.received = 0  # the number of the last client frame taken
+        self.transport = _RelayTransport(self)
+        self._queue: asyncio.Queue[list[str | bytes] | None] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._on_done = on_done
+        self.received = 0  # the number of the last client message taken
 
-    def start(self, attach: Any) -> None:
-        self.worker = asyncio.get_running_loop().create_task(self._work(attach))
+    def start(self, attach: Callable[[_OwnedClient], Awaitable[bool]]) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work(attach))
 
-    async def _work(self, attach: Any) -> None:
+    def offer(self, frames: list[str | bytes]) -> bool:
+        """Queue a client message; False when the client is too far behind its session."""
+        if self._queue.qsize() >= OWNER_QUEUE_LIMIT:
+            return False
+        self._queue.put_nowait(frames)
+        return True
+
+    def stop(self) -> None:
+        """End after the messages queued so far (the client went away, or the relay broke)."""
+        self._on_done(self.edge)
+        self._queue.put_nowait(None)
+
+    async def _work(self, attach: Callable[[_OwnedClient], Awaitable[bool]]) -> None:
         try:
-            if not await attach:
+            if not await attach(self):
                 return
             while True:
-                fragment = await self.queue.get()
-                if fragment is None:  # the client went away
+                frames = await self._queue.get()
+                if frames is None:
                     return
                 assert self.client is not None
-                await self.client.feed(fragment)
+                for fragment in frames:
+                    await self.client.feed(fragment)
         finally:
+            self._on_done(self.edge)
             if self.client is not None:
                 self.client.detach()
 
 
 class OwnerRelays:
-    """Owner side: the relayed clients of this process's sessions, by edge channel."""
+    """Both sides of this process's relays: clients it owns for edges, and the watch task."""
 
     def __init__(self) -> None:
         self._clients: dict[str, _OwnedClient] = {}
+        self._watch: asyncio.Task[None] | None = None
+        #: (user pk | None) -> the user of a relayed client; set by the composition root.
+        self.load_user: Callable[[str | None, dict[str, Any]], Awaitable[Any]] | None = None
+        #: (session, token) -> page HTML; set by the composition root.
+        self.render_page: Callable[[Any, str], str] | None = None
 
     def install(self) -> None:
-        cluster.on(OPEN, self._open)
-        cluster.on(FRAME, self._frame)
-        cluster.on(CLOSED, self._closed)
-        cluster.on(DISCARD, self._discard)
-        cluster.on(FRAMES, self._edge_frames)
-        cluster.on(CLOSE, self._edge_close)
-        cluster.on(PAGE, self._page)
+        membership.on(OPEN, self._open)
+        membership.on(MESSAGE, self._message)
+        membership.on(CLOSED, self._closed)
+        membership.on(DISCARD, self._discard)
+        membership.on(FRAMES, self._edge_frames)
+        membership.on(CLOSE, self._edge_close)
+        membership.on(RENDER_PAGE, self._render_page)
+        membership.on(PAGE, self._page)
+        membership.on_event(self._on_cluster_event)
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self._watch_forever())
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+            self._watch = None
+        for owned in list(self._clients.values()):
+            owned.stop()
+
+    @property
+    def count(self) -> int:
+        return len(self._clients)
+
+    # -- edge side ---------------------------------------------------------------
 
     async def _edge_frames(self, message: dict[str, Any]) -> None:
         edge = _edges.get(message["edge"])
@@ -196,6 +276,8 @@ class OwnerRelays:
     async def _edge_close(self, message: dict[str, Any]) -> None:
         edge = _edges.get(message["edge"])
         if edge is not None:
+            edge.ended = True  # the owner already forgot this client
+            _edges.pop(edge.edge_channel, None)
             await edge.consumer.close_connection(message["code"], message["reason"])
 
     async def _page(self, message: dict[str, Any]) -> None:
@@ -203,41 +285,54 @@ class OwnerRelays:
         if future is not None and not future.done():
             future.set_result(message)
 
+    # -- owner side --------------------------------------------------------------
+
+    def _forget(self, edge: str) -> None:
+        self._clients.pop(edge, None)
+
     async def _open(self, message: dict[str, Any]) -> None:
-        # Frames may arrive while the session is being created (app code can take a
-        # while): queue them now, and create the session in a task, so relay traffic of
-        # other sessions keeps flowing through this process meanwhile.
+        # Messages may arrive while the session is being created (app code can take a
+        # while): queue them now, and attach in a task, so relay traffic of other sessions
+        # keeps flowing through this process meanwhile.
         if message["edge"] in self._clients:
             return  # re-delivered by the channel layer after a reconnect
-        owned = _OwnedClient(message["app"])
-        self._clients[message["edge"]] = owned
-        owned.start(self._attach(message, owned))
+        owned = _OwnedClient(message["edge"], message["app"], self._forget)
+        self._clients[owned.edge] = owned
+        owned.start(lambda owned: self._attach(message, owned))
 
     async def _attach(self, message: dict[str, Any], owned: _OwnedClient) -> bool:
-        from ..auth import user_for_websocket
-        from ..exceptions import AppLoadError, SessionRefused
+        """Give the relayed client its session; any failure closes it with a code and reason."""
         from ..requests import from_websocket_scope
         from ..sessions import runtime
 
-        edge, app_name = message["edge"], message["app"]
-        transport = _RelayTransport(edge)
-        scope = dict(message["scope"])
-        scope["headers"] = [tuple(h) for h in scope["headers"]]
-        user = None
-        if message.get("user") is not None:
-            user = await sync_to_async(_load_user)(message["user"])
-        user = await user_for_websocket(user, {})
-        request = from_websocket_scope(scope, message["payload"], user)
+        app_name, session_id, payload = message["app"], message["session_id"], message["payload"]
         try:
-            session = await runtime.app(app_name).get_or_create(
-                message["session_id"], request, message["token"], message["payload"]
-            )
+            scope = dict(message["scope"])
+            scope["headers"] = [tuple(h) for h in scope["headers"]]
+            user = await self.load_user(message.get("user"), payload) if self.load_user is not None else None
+            request = from_websocket_scope(scope, payload, user)
+            placement = await locate(app_name, session_id, must_exist=is_page_token(payload))
+            if placement.where is Where.GONE:
+                await owned.transport.close_connection(CloseCode.SESSION_GONE, "This session no longer exists; reload the page")
+                return False
+            if placement.where is Where.RELAYED:
+                # The edge's view of the owner was stale (a takeover): let it reconnect and look again.
+                await owned.transport.close_connection(CloseCode.RELAY_INTERRUPTED, "This session moved; reconnecting")
+                return False
+            session = await runtime.app(app_name).get_or_create(session_id, request, message["token"], payload)
         except (AppLoadError, SessionRefused) as exc:
-            self._clients.pop(edge, None)
-            await transport.close_connection(CloseCode.SESSION_DESTROYED, f"Session unavailable: {exc}")
+            await owned.transport.close_connection(CloseCode.SESSION_DESTROYED, f"Session unavailable: {exc}")
+            return False
+        except SessionsUnavailable as exc:
+            code = CloseCode.GOING_AWAY if exc.retry_after <= 1 else CloseCode.CLUSTER_UNAVAILABLE
+            await owned.transport.close_connection(code, exc.reason)
+            return False
+        except Exception:
+            logger.error("Could not attach a relayed client to session %r of app %r", session_id, app_name, exc_info=True)
+            await owned.transport.close_connection(CloseCode.INTERNAL_ERROR, "Internal server error")
             return False
         owned.client = ClientConnection(
-            session, transport,
+            session, owned.transport,
             max_buffers=bokeh_settings.MAX_BUFFERS_PER_MESSAGE,
             max_message_bytes=bokeh_settings.WEBSOCKET_MAX_MESSAGE_SIZE,
         )
@@ -245,7 +340,7 @@ class OwnerRelays:
         await owned.client.open()
         return True
 
-    async def _frame(self, message: dict[str, Any]) -> None:
+    async def _message(self, message: dict[str, Any]) -> None:
         owned = self._clients.get(message["edge"])
         if owned is None:
             return
@@ -253,23 +348,19 @@ class OwnerRelays:
         if seq <= owned.received:
             return  # re-delivered by the channel layer
         if seq != owned.received + 1:
-            # A frame went missing: the message stream is out of step; close, don't guess.
-            logger.warning("Relayed client lost frames (%d after %d); closing it", seq, owned.received)
-            self._clients.pop(message["edge"], None)
-            await owned.queue.put(None)
-            await _RelayTransport(message["edge"]).close_connection(
-                CloseCode.OWNER_LOST, "Frames were lost on the way to this session; reload"
-            )
+            # A message went missing: the client's document is out of step; close, don't guess.
+            logger.warning("Relayed client lost messages (%d after %d); closing it", seq, owned.received)
+            await owned.transport.close_connection(CloseCode.RELAY_INTERRUPTED, "Messages to this session were lost; reconnecting")
             return
         owned.received = seq
-        fragment = message.get("text")
-        await owned.queue.put(fragment if fragment is not None else message.get("bytes"))
+        if not owned.offer(message["frames"]):
+            logger.warning("Relayed client of app %r is %d messages behind; closing it", owned.app_name, OWNER_QUEUE_LIMIT)
+            await owned.transport.close_connection(CloseCode.MESSAGE_TOO_BIG, "Too many messages waiting for this session")
 
     async def _closed(self, message: dict[str, Any]) -> None:
-        owned = self._clients.pop(message["edge"], None)
-        if owned is None:
-            return
-        await owned.queue.put(None)  # the worker detaches after the frames before it
+        owned = self._clients.get(message["edge"])
+        if owned is not None:
+            owned.stop()  # the worker detaches after the messages before it
 
     async def _discard(self, message: dict[str, Any]) -> None:
         from ..sessions import runtime
@@ -279,38 +370,84 @@ class OwnerRelays:
         if session is not None:
             await runtime.app(owned.app_name).discard(session, reason="Signed out", close_code=CloseCode.ACCESS_REVOKED)
 
-    @property
-    def count(self) -> int:
-        return len(self._clients)
+    async def _render_page(self, message: dict[str, Any]) -> None:
+        # Rendering may wait for app code: do it aside, not in the process's message loop.
+        asyncio.get_running_loop().create_task(self._answer_page(message))
+
+    async def _answer_page(self, message: dict[str, Any]) -> None:
+        from ..exceptions import SessionNotFound
+        from ..sessions import runtime
+
+        status, html = 200, ""
+        try:
+            # The claim is won before the app code has run: wait for a creation in progress.
+            session = await runtime.app(message["app"]).get_when_created(message["session_id"])
+            html = self.render_page(session, message["token"])
+        except SessionNotFound:
+            status, html = 404, "This session no longer exists; reload the page.\n"
+        except SessionsUnavailable as exc:
+            status, html = 503, f"{exc.reason}\n"
+        except Exception:
+            logger.error("Could not render the page of session %r for another process", message["session_id"], exc_info=True)
+            status, html = 500, "The server failed to render this page.\n"
+        with contextlib.suppress(Exception):
+            await membership.send(_process_of(message["reply"]), {"type": PAGE, "reply": message["reply"], "status": status, "html": html})
+
+    # -- both sides: liveness of the other end ------------------------------------
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                await self.check_other_ends()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.error("Error while checking the other ends of relays", exc_info=True)
+
+    async def check_other_ends(self) -> None:
+        """End the relays whose other process stopped beating: one Redis round trip."""
+        channels = {edge.owner for edge in _edges.values()} | {owned.process for owned in self._clients.values()}
+        if not channels:
+            return
+        alive = await membership.alive_map(channels)
+        for edge in list(_edges.values()):
+            if not alive.get(edge.owner, True):
+                logger.warning("The owner process of a relayed session is gone; closing its client")
+                await edge.end(CloseCode.OWNER_LOST, f"{OWNER_GONE}; reconnecting")
+        for owned in list(self._clients.values()):
+            if not alive.get(owned.process, True):
+                logger.info("The process relaying a client of app %r is gone; dropping that client", owned.app_name)
+                owned.stop()
+
+    async def _on_cluster_event(self, event: str, data: dict[str, Any]) -> None:
+        if event not in ("down", "restarted"):
+            return
+        # Frames may have been lost in Redis: end every relay with a reason. The sessions
+        # live on, and BokehJS reconnects to them.
+        edges, owned = list(_edges.values()), list(self._clients.values())
+        if edges or owned:
+            logger.warning("Redis %s: ending %d relayed client(s) here and %d relayed to here",
+                           "restarted" if event == "restarted" else "is unreachable", len(edges), len(owned))
+        for edge in edges:
+            await edge.end(CloseCode.RELAY_INTERRUPTED, LINK_BROKEN)
+        for client in owned:
+            client.stop()
 
 
 async def request_page(owner: str, app_name: str, session_id: str, token: str) -> tuple[int, str]:
     """Ask the owner process to render the page of its session; (status, html)."""
-    import uuid
-
     reply = _address(uuid.uuid4().hex)
-    future = asyncio.get_running_loop().create_future()
+    future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
     _pending_pages[reply] = future
     try:
-        await cluster.send(owner, {"type": RENDER_PAGE, "reply": reply, "app": app_name, "session_id": session_id, "token": token})
+        await membership.send(owner, {"type": RENDER_PAGE, "reply": reply, "app": app_name, "session_id": session_id, "token": token})
         message = await asyncio.wait_for(future, PAGE_TIMEOUT)
     except TimeoutError:
         return 504, "The process holding this session did not answer; reload the page.\n"
     finally:
         _pending_pages.pop(reply, None)
     return int(message["status"]), message["html"]
-
-
-async def send_page(message: dict[str, Any], status: int, html: str) -> None:
-    """Owner side: answer a RENDER_PAGE request."""
-    await cluster.send(_process_of(message["reply"]), {"type": PAGE, "reply": message["reply"], "status": status, "html": html})
-
-
-def _load_user(user_pk: str) -> Any:
-    from django.contrib.auth import get_user_model
-
-    model = get_user_model()
-    return model._default_manager.filter(pk=model._meta.pk.to_python(user_pk), is_active=True).first()
 
 
 owner_relays = OwnerRelays()

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from bokehserve_django import auth
-from bokehserve_django.cluster.membership import cluster
+from bokehserve_django.cluster import membership as cluster
 
 pytestmark = pytest.mark.redis
 

@@ -591,16 +591,30 @@ async def test_session_context_sees_arguments_and_process_request(async_client, 
     assert f"on_session_created {os.getpid()} {session_id}" in hook_log.read_text()
 
 
-async def test_session_created_at_websocket_from_page_token_sees_the_same(
-    async_client, fresh_runtime, hook_log
-):
-    """The multi-process case: the page's session is gone (another process), the token carries the request."""
+async def test_page_token_of_a_session_that_is_gone_closes_with_4010(async_client, fresh_runtime, hook_log):
+    """The page's session is gone (reaped, or its process died): the page must reload, not get a
+    fresh document under the old id (BokehJS cannot swap in another session's models)."""
     response = await async_client.get("/hooks", {"a": "1"})
     token = token_in(page_text(response))
-    await runtime.shutdown()  # forget the page's session, as a WebSocket landing on another process would
+    await runtime.shutdown()
     assert "on_session_destroyed" in hook_log.read_text()
-    doc = await pull_document(token, "/hooks/ws")
-    assert doc.get_model_by_name("info").text == "args=['a'] seen_path=/hooks"
+    created_before = hook_log.read_text().count("on_session_created")
+    communicator = WebsocketCommunicator(application, "/hooks/ws", headers=WS_HEADERS, subprotocols=["bokeh", token])
+    try:
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        assert connected
+        closed = await communicator.receive_output(TIMEOUT)
+        assert closed["type"] == "websocket.close" and closed["code"] == 4010 and "reload" in closed["reason"]
+    finally:
+        await communicator.disconnect(timeout=TIMEOUT)
+    assert hook_log.read_text().count("on_session_created") == created_before, "a gone session was re-created"
+
+
+async def test_session_created_at_websocket_from_a_client_token_sees_its_request(async_client, fresh_runtime):
+    """bokeh.client's case: a token not minted for a page creates its session at connect, with the
+    request arguments of the WebSocket URL."""
+    doc = await pull_document(make_token(), "/hooks/ws?a=1")
+    assert doc.get_model_by_name("info").text == "args=['a'] seen_path=None"  # process_request runs for pages only
 
 
 async def test_live_page_token_opens_the_page_session_over_websocket(server):

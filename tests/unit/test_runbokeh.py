@@ -21,6 +21,7 @@ class RecordingServer:
     """Stands in for daphne's Server (as daphne's test_cli does): records what it was given."""
 
     instances: list[RecordingServer] = []
+    abort_start = False  # daphne's CLI reads it after run()
 
     def __init__(self, **kwargs) -> None:
         self.kwargs = kwargs
@@ -110,3 +111,53 @@ class TestNumProcs:
         run(str(APPS / "echo.py"), "--session-ids", "external-signed")
         assert bokeh_settings.sign_sessions is True
         assert bokeh_settings.GENERATE_SESSION_IDS is False
+
+
+class TestDrainTimeout:
+    """--drain-timeout: the DRAIN_TIMEOUT override that SIGTERM's drain reads (BokehDaphneServer)."""
+
+    def test_runbokeh_flag_becomes_the_setting(self, recorder) -> None:
+        run(str(APPS / "echo.py"), "--drain-timeout", "3")
+        assert json.loads(os.environ[OVERRIDES_ENV])["DRAIN_TIMEOUT"] == 3
+        assert bokeh_settings.DRAIN_TIMEOUT == 3
+
+    def test_runbokeh_without_the_flag_keeps_the_setting(self, recorder) -> None:
+        run(str(APPS / "echo.py"))
+        assert "DRAIN_TIMEOUT" not in json.loads(os.environ[OVERRIDES_ENV])
+        assert bokeh_settings.DRAIN_TIMEOUT == 10
+
+    @pytest.mark.parametrize("value", ["-1", "soon", "1.5"])
+    def test_runbokeh_refuses_what_is_not_whole_seconds(self, recorder, value) -> None:
+        with pytest.raises(CommandError, match="--drain-timeout"):
+            run(str(APPS / "echo.py"), "--drain-timeout", value)
+
+    def test_daphne_module_flag_becomes_the_setting(self, monkeypatch) -> None:
+        from bokehserve_django.daphne import BokehCommandLineInterface
+
+        monkeypatch.delenv(OVERRIDES_ENV, raising=False)
+        cli = BokehCommandLineInterface()
+        cli.server_class = RecordingServer
+        RecordingServer.instances = []
+        cli.run(["tests.asgi:application", "--port", "5123", "--drain-timeout", "4"])
+        assert RecordingServer.instances[-1].kwargs["endpoints"] == ["tcp:port=5123:interface=127.0.0.1"]
+        assert json.loads(os.environ[OVERRIDES_ENV]) == {"DRAIN_TIMEOUT": 4}
+        bokeh_settings.reload()
+        assert bokeh_settings.DRAIN_TIMEOUT == 4
+
+    def test_daphne_module_keeps_other_overrides(self, monkeypatch) -> None:
+        from bokehserve_django.daphne import BokehCommandLineInterface
+
+        monkeypatch.setenv(OVERRIDES_ENV, json.dumps({"PREFIX": "bokeh"}))
+        cli = BokehCommandLineInterface()
+        cli.server_class = RecordingServer
+        cli.run(["tests.asgi:application", "--drain-timeout", "0"])
+        assert json.loads(os.environ[OVERRIDES_ENV]) == {"PREFIX": "bokeh", "DRAIN_TIMEOUT": 0}
+
+    def test_help_says_what_it_does(self, capsys) -> None:
+        from bokehserve_django.daphne import BokehCommandLineInterface
+
+        with pytest.raises(SystemExit):
+            BokehCommandLineInterface().parser.parse_args(["--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert "--drain-timeout SECONDS" in help_text
+        assert "wait up to this many seconds for live sessions to end" in help_text

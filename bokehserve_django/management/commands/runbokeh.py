@@ -23,6 +23,7 @@ from django.utils import autoreload
 from bokehserve_django import registry
 from bokehserve_django.conf import OVERRIDES_ENV, bokeh_settings
 from bokehserve_django.exceptions import InvalidAppSpec
+from bokehserve_django.server import add_drain_timeout_argument
 
 logger = logging.getLogger("bokehserve_django.runbokeh")
 
@@ -121,6 +122,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker of --num-procs
         parser.add_argument("--no-static", action="store_true", help="Do not serve static files (BokehJS) from runbokeh.")
+        add_drain_timeout_argument(parser)
 
     # -- options -> overrides ------------------------------------------------------
 
@@ -156,6 +158,7 @@ class Command(BaseCommand):
             "index": "INDEX_TEMPLATE",
             "stats_log_frequency": "STATS_LOG_FREQUENCY",
             "mem_log_frequency": "MEM_LOG_FREQUENCY",
+            "drain_timeout": "DRAIN_TIMEOUT",
         }
         for option, key in mapping.items():
             if options.get(option) is not None:
@@ -267,11 +270,11 @@ class Command(BaseCommand):
 
         from twisted.internet import reactor
 
-        from bokehserve_django.cluster.lifecycle import start_process
+        from bokehserve_django.cluster import ensure_started
 
         # Load apps' on_server_loaded hooks and join the cluster at start-up, as bokeh serve
         # loads its apps (callLater runs inside the running asyncio loop, which they need).
-        reactor.callLater(0, lambda: asyncio.ensure_future(start_process()))
+        reactor.callLater(0, lambda: asyncio.ensure_future(ensure_started()))
 
     def get_application(self, options: dict[str, Any]) -> Any:
         from channels.routing import get_default_application
@@ -314,6 +317,10 @@ class Command(BaseCommand):
         workers = [
             subprocess.Popen([sys.executable, *argv, "--fd", str(fd)], pass_fds=(fd,)) for _ in range(count)
         ]
+        # The workers hold their own copies of the socket. Ours would keep it listening after
+        # every worker stopped listening on SIGTERM (the kernel would go on queueing
+        # connections nobody accepts, instead of refusing them), so close it now.
+        listener.close()
         logger.info("Started %d worker processes (pids %s) on %s", count, [w.pid for w in workers], self.base_url(options))
 
         def forward(signum: int, frame: Any) -> None:
@@ -321,10 +328,11 @@ class Command(BaseCommand):
                 if worker.poll() is None:
                     worker.send_signal(signum)
 
+        # Each worker drains on the first signal and cuts its drain short on a second; this
+        # process waits for all of them (wait() resumes after a handler runs).
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
         codes = [worker.wait() for worker in workers]
-        listener.close()
         if any(codes):
             raise CommandError(f"Worker processes exited with {codes}.")
 
