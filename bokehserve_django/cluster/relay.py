@@ -298,6 +298,13 @@ class OwnerRelays:
     def count(self) -> int:
         return len(self._clients)
 
+    async def end_edges(self, code: int, reason: str) -> int:
+        """Close every client this process relays to another owner; how many."""
+        edges = list(_edges.values())
+        for edge in edges:
+            await edge.end(code, reason)
+        return len(edges)
+
     # -- edge side ---------------------------------------------------------------
 
     async def _edge_frames(self, message: dict[str, Any]) -> None:
