@@ -24,6 +24,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +60,11 @@ from tests.cluster.helpers import (
     load_page,
     model,
     relayed,
+    stop_process,
+    wait_for_port,
     ws_url,
 )
-from tests.live import LiveServer
+from tests.live import ROOT, LiveServer, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -410,26 +414,65 @@ async def test_owner_sigterm_closes_every_client_and_hands_over(cluster) -> None
 # ---------------------------------------------------------------------------
 
 
+class DaphneModule:
+    """``python -m bokehserve_django.daphne tests.cluster.custom_asgi:application`` on a free port.
+
+    Unlike runbokeh, it starts nothing at start-up: Bokeh serving starts with the first
+    request that needs it (lazily, from the views or the WebSocket consumer).
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str, startup_timeout: float = 30) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": CUSTOM_SETTINGS, **env}
+        full_env.pop("BOKEHSERVE_RUN_OVERRIDES", None)
+        command = [sys.executable, "-m", "bokehserve_django.daphne", "tests.cluster.custom_asgi:application",
+                   "--bind", "127.0.0.1", "--port", str(self.port), *args]
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.port, startup_timeout, self.process, "python -m bokehserve_django.daphne")
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}\n{self.log}") from None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int | None:
+        return stop_process(self.process, timeout=15)
+
+
 async def test_site_router_relays_broadcasts_and_stops(tmp_path: Path) -> None:
+    """Two processes on the site's own router: runbokeh, and the daphne module (lazy start)."""
     store = RedisServer(tmp_path / "redis")
     hooks = HookLog(tmp_path / "hooks.log")
     env = server_env(store, hooks, tmp_path / "static")
     peers = []
     first = second = None
     try:
-        first, second = start_side_by_side(
-            (("--drain-timeout", "1"), {"settings": CUSTOM_SETTINGS, "env": env}),
-            (("--drain-timeout", "1"), {"settings": CUSTOM_SETTINGS, "env": env}),
-        )
-        # The page on one process, its WebSocket on the other: one session, relayed.
+        first = LiveServer("--drain-timeout", "1", settings=CUSTOM_SETTINGS, env=env)
+        second = DaphneModule(env, tmp_path / "daphne.log", "--drain-timeout", "1")
+        # The page on one process, its WebSocket on the other: one session, relayed. The
+        # WebSocket is the first request the daphne module serves: the consumer starts it.
         token, session_id = await load_page(first.url, "hooks", "?a=1")
+        assert " on channel " not in second.log, "the daphne module started Bokeh serving before any request"
         through_second = await connect(second.url, token, app="hooks")
         peers.append(through_second)
         doc = await through_second.pull()
         assert model(doc, "info").text.startswith("args=['a']")
-        assert relayed(second, session_id, "hooks"), describe(second)
+        assert relayed(second, session_id, "hooks"), second.log[-3000:]
         assert hooks.created()[session_id] == 1
         assert [pid for pid, sid in hooks.lines("on_session_created") if sid == session_id] == [first.process.pid]
+        assert (second.process.pid, "-") in hooks.lines("on_server_loaded"), hooks.path.read_text()
+        # And a session of its own on the daphne module, for its SIGTERM below.
+        local_token = fresh_token()
+        local = await connect(second.url, local_token, app="hooks")
+        peers.append(local)
+        await local.pull()
+        assert not relayed(second, get_session_id(local_token), "hooks")
 
         # A broadcast from a Django view reaches sessions in both processes (and relayed ones).
         on_first = await connect(first.url, fresh_token(), app="broadcast")
@@ -461,10 +504,13 @@ async def test_site_router_relays_broadcasts_and_stops(tmp_path: Path) -> None:
         assert (first.process.pid, session_id) in hooks.lines("on_session_destroyed"), hooks.path.read_text()
         assert (first.process.pid, "-") in hooks.lines("on_server_unloaded"), hooks.path.read_text()
         stop_by_pid(second)
-        assert second.process.wait(15) == 0, describe(second)
+        code, reason, _ = await local.close_info(15)
+        assert code == 1001 and reason, (code, reason)
+        assert second.process.wait(15) == 0, second.log[-3000:]
+        assert (second.process.pid, get_session_id(local_token)) in hooks.lines("on_session_destroyed")
         assert (second.process.pid, "-") in hooks.lines("on_server_unloaded"), hooks.path.read_text()
         for server in (first, second):
-            assert "Could not start Bokeh serving" not in server.log, describe(server)
+            assert "Could not start Bokeh serving" not in server.log, server.log[-3000:]
     finally:
         await close_all(peers)
         for server in (first, second):
