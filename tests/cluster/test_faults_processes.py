@@ -145,6 +145,13 @@ async def closed_at_once(base_url: str, token: str, app: str) -> tuple[int | Non
     return ws.close_code, ws.close_reason, received
 
 
+def assert_no_errors(server: Any, since: int = 0) -> None:
+    """No ERROR line or traceback in ``server``'s log (from character ``since`` on)."""
+    log = server.log[since:]
+    bad = [line for line in log.splitlines() if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")]
+    assert not bad, f"errors in the log of {server.url}:\n" + "\n".join(bad) + f"\n{log[-4000:]}"
+
+
 def stop_by_pid(server: LiveServer) -> None:
     """SIGTERM, without waiting (LiveServer.stop waits)."""
     os.kill(server.process.pid, signal.SIGTERM)
@@ -157,6 +164,7 @@ def stop_by_pid(server: LiveServer) -> None:
 
 async def test_owner_stall_of_10_s_is_not_a_death(cluster) -> None:
     owner, edge = cluster.a, cluster.b
+    marks = {server: len(server.log) for server in (owner, edge)}
     client = redis_client(cluster.redis)
     owner_channel = channel_of(client, owner.process.pid)
     peers = []
@@ -239,6 +247,8 @@ async def test_owner_stall_of_10_s_is_not_a_death(cluster) -> None:
             assert "missed its heartbeats" not in server.log, describe(server)
         assert "owner process of a relayed session is gone" not in edge.log, describe(edge)
         assert "is gone; dropping that client" not in owner.log, describe(owner)
+        for server, mark in marks.items():
+            assert_no_errors(server, mark)
     finally:
         await close_all(peers)
         client.close()
@@ -292,6 +302,7 @@ async def test_edge_killed_owner_drops_client_and_reaps_session(cluster) -> None
         again = await connect(owner.url, fresh_token(), app="hooks")
         peers.append(again)
         await again.pull()
+        assert_no_errors(owner)
     finally:
         await close_all(peers)
         client.close()
@@ -310,6 +321,7 @@ PAUSE_MS = 1500
 
 async def test_owner_sigterm_closes_every_client_and_hands_over(cluster) -> None:
     survivor = cluster.a
+    mark = len(survivor.log)
     owner = LiveServer("--drain-timeout", str(DRAIN_S), settings=SETTINGS, env=cluster.env)
     client = redis_client(cluster.redis)
     hooks = cluster.hook_log
@@ -403,6 +415,8 @@ async def test_owner_sigterm_closes_every_client_and_hands_over(cluster) -> None
         assert (owner.process.pid, session_id) in hooks.lines("on_session_destroyed"), hooks.path.read_text()
         assert (owner.process.pid, "-") in hooks.lines("on_server_unloaded")
         assert client.get(alive_key(owner_channel)) is None, "the stopped owner still looks alive"
+        assert_no_errors(owner)
+        assert_no_errors(survivor, mark)
     finally:
         await close_all(peers)
         client.close()
@@ -510,7 +524,7 @@ async def test_site_router_relays_broadcasts_and_stops(tmp_path: Path) -> None:
         assert (second.process.pid, get_session_id(local_token)) in hooks.lines("on_session_destroyed")
         assert (second.process.pid, "-") in hooks.lines("on_server_unloaded"), hooks.path.read_text()
         for server in (first, second):
-            assert "Could not start Bokeh serving" not in server.log, server.log[-3000:]
+            assert_no_errors(server)
     finally:
         await close_all(peers)
         for server in (first, second):
