@@ -92,7 +92,9 @@ def channel_of(client: redis.Redis, pid: int, timeout: float = 5) -> str:
             if json.loads(raw).get("pid") == pid:
                 return channel
         if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} has no entry in {PROCESSES_KEY}: {client.hgetall(PROCESSES_KEY)}")
+            raise AssertionError(
+                f"process {pid} has no entry in {PROCESSES_KEY}: {client.hgetall(PROCESSES_KEY)}"
+            )
         time.sleep(0.1)
 
 
@@ -141,14 +143,20 @@ async def closed_at_once(base_url: str, token: str, app: str) -> tuple[int | Non
         pass
     except TimeoutError:
         await ws.close()
-        raise AssertionError(f"{url} kept the WebSocket open for {TIMEOUT} s; received {len(received)} frame(s)") from None
+        raise AssertionError(
+            f"{url} kept the WebSocket open for {TIMEOUT} s; received {len(received)} frame(s)"
+        ) from None
     return ws.close_code, ws.close_reason, received
 
 
 def assert_no_errors(server: Any, since: int = 0) -> None:
     """No ERROR line or traceback in ``server``'s log (from character ``since`` on)."""
     log = server.log[since:]
-    bad = [line for line in log.splitlines() if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")]
+    bad = [
+        line
+        for line in log.splitlines()
+        if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
+    ]
     assert not bad, f"errors in the log of {server.url}:\n" + "\n".join(bad) + f"\n{log[-4000:]}"
 
 
@@ -176,7 +184,9 @@ async def test_owner_stall_of_10_s_is_not_a_death(cluster) -> None:
         assert relayed(edge, session_id, "blocking"), describe(edge)
         doc = await through_edge.pull()
         assert model(doc, "pid").text == str(owner.process.pid)
-        await through_edge.send_patch(lambda doc: setattr(model(doc, "state"), "value", "set before the stall"))
+        await through_edge.send_patch(
+            lambda doc: setattr(model(doc, "state"), "value", "set before the stall")
+        )
         key = owner_key("blocking", session_id)
         assert client.get(key) == owner_channel
 
@@ -199,7 +209,9 @@ async def test_owner_stall_of_10_s_is_not_a_death(cluster) -> None:
         watcher = asyncio.create_task(watch())
         started = time.monotonic()
         try:
-            await through_edge.send_patch(lambda doc: setattr(model(doc, "trigger"), "value", "go"), seconds=30)
+            await through_edge.send_patch(
+                lambda doc: setattr(model(doc, "trigger"), "value", "go"), seconds=30
+            )
         except ConnectionClosed:
             raise AssertionError(
                 f"the relayed client was closed during the stall: {through_edge.ws.close_code} "
@@ -225,7 +237,9 @@ async def test_owner_stall_of_10_s_is_not_a_death(cluster) -> None:
         after = await through_edge.pull()
         assert model(after, "state").value == "set before the stall"
         assert model(after, "result").text == result
-        await through_edge.send_patch(lambda doc: setattr(model(doc, "state"), "value", "set after the stall"))
+        await through_edge.send_patch(
+            lambda doc: setattr(model(doc, "state"), "value", "set after the stall")
+        )
         fresh = await through_edge.pull()
         assert model(fresh, "state").value == "set after the stall"
         assert model(fresh, "trigger").value == "go"
@@ -239,7 +253,9 @@ async def test_owner_stall_of_10_s_is_not_a_death(cluster) -> None:
         assert model(other, "pid").text == str(owner.process.pid)
 
         # One session: built once, stalled once, never taken over.
-        assert cluster.hook_log.created("blocking_created")[session_id] == 1, cluster.hook_log.path.read_text()
+        assert cluster.hook_log.created("blocking_created")[session_id] == 1, (
+            cluster.hook_log.path.read_text()
+        )
         assert cluster.hook_log.created("blocking_stall_end")[session_id] == 1
         assert client.get(key) == owner_channel
         for server in (owner, edge):
@@ -264,8 +280,10 @@ LIFETIME_MS, CHECK_MS = 2000, 500
 async def test_edge_killed_owner_drops_client_and_reaps_session(cluster) -> None:
     env = cluster.env
     owner, edge = start_side_by_side(
-        (("--unused-session-lifetime", str(LIFETIME_MS), "--check-unused-sessions", str(CHECK_MS)),
-         {"settings": SETTINGS, "env": env}),
+        (
+            ("--unused-session-lifetime", str(LIFETIME_MS), "--check-unused-sessions", str(CHECK_MS)),
+            {"settings": SETTINGS, "env": env},
+        ),
         ((), {"settings": SETTINGS, "env": env}),
     )
     client = redis_client(cluster.redis)
@@ -291,8 +309,11 @@ async def test_edge_killed_owner_drops_client_and_reaps_session(cluster) -> None
         os.kill(edge.process.pid, signal.SIGKILL)
         edge.process.wait(10)
         bound = DEATH_NOTICED_WITHIN + (LIFETIME_MS + CHECK_MS) / 1000 + 3
-        took = await wait_for(destroyed, bound, f"on_session_destroyed of {session_id} after kill -9 of its edge\n"
-                              f"{describe(owner)}")
+        took = await wait_for(
+            destroyed,
+            bound,
+            f"on_session_destroyed of {session_id} after kill -9 of its edge\n{describe(owner)}",
+        )
         print(f"\nsession reaped {took:.1f} s after kill -9 of the edge (bound {bound:.1f} s)")
         assert "is gone; dropping that client" in owner.log, describe(owner)
         # Released before on_session_destroyed ran.
@@ -371,8 +392,10 @@ async def test_owner_sigterm_closes_every_client_and_hands_over(cluster) -> None
             pause_redis_writes_as_the_drain_ends(),
         )
         closed = time.monotonic()
-        print(f"\nSIGTERM: direct {code_d} {reason_d!r} after {took_d:.1f} s; "
-              f"relayed {code_r} {reason_r!r} after {took_r:.1f} s")
+        print(
+            f"\nSIGTERM: direct {code_d} {reason_d!r} after {took_d:.1f} s; "
+            f"relayed {code_r} {reason_r!r} after {took_r:.1f} s"
+        )
         assert code_d == 1001 and reason_d, f"direct client: {code_d!r} {reason_d!r}\n{describe(owner)}"
         assert code_r is not None and (code_r == 1001 or 4000 <= code_r <= 4999) and reason_r, (
             f"relayed client: {code_r!r} {reason_r!r}\n{describe(owner, survivor)}"
@@ -441,10 +464,21 @@ class DaphneModule:
         self.log_path = log_path
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": CUSTOM_SETTINGS, **env}
         full_env.pop("BOKEHSERVE_RUN_OVERRIDES", None)
-        command = [sys.executable, "-m", "bokehserve_django.daphne", "tests.cluster.custom_asgi:application",
-                   "--bind", "127.0.0.1", "--port", str(self.port), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "bokehserve_django.daphne",
+            "tests.cluster.custom_asgi:application",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *args,
+        ]
         with open(log_path, "w") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+            )
         try:
             wait_for_port(self.port, startup_timeout, self.process, "python -m bokehserve_django.daphne")
         except RuntimeError as exc:
@@ -479,7 +513,9 @@ async def test_site_router_relays_broadcasts_and_stops(tmp_path: Path) -> None:
         assert model(doc, "info").text.startswith("args=['a']")
         assert relayed(second, session_id, "hooks"), second.log[-3000:]
         assert hooks.created()[session_id] == 1
-        assert [pid for pid, sid in hooks.lines("on_session_created") if sid == session_id] == [first.process.pid]
+        assert [pid for pid, sid in hooks.lines("on_session_created") if sid == session_id] == [
+            first.process.pid
+        ]
         assert (second.process.pid, "-") in hooks.lines("on_server_loaded"), hooks.path.read_text()
         # And a session of its own on the daphne module, for its SIGTERM below.
         local_token = fresh_token()
@@ -507,7 +543,10 @@ async def test_site_router_relays_broadcasts_and_stops(tmp_path: Path) -> None:
         )
         assert status == 200, body
         await asyncio.gather(
-            *(peer.wait_model("events", "text", lambda value: text in value, seconds=10) for peer in listeners)
+            *(
+                peer.wait_model("events", "text", lambda value: text in value, seconds=10)
+                for peer in listeners
+            )
         )
 
         # SIGTERM: on_session_destroyed for the live session, on_server_unloaded, exit 0.
