@@ -51,6 +51,7 @@ BOKEHSERVE = {
         **BOKEHSERVE["APPS"],
         "broadcast": CLUSTER_APPS / "broadcast.py",
         "slow": CLUSTER_APPS / "slow.py",
+        "blocking": CLUSTER_APPS / "blocking.py",
     },
     # Pages come through nginx's port or straight from one process: any local port.
     "ALLOWED_ORIGINS": ["127.0.0.1:*", "localhost:*"],
