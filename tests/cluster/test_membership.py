@@ -74,7 +74,7 @@ async def test_a_blocked_event_loop_does_not_make_the_process_look_dead(member, 
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    time.sleep(ALIVE_TTL + 3)  # what a slow callback does: block the loop, here for 8 s
+    time.sleep(ALIVE_TTL + 3)  # noqa: ASYNC251 (the point: block the loop, as a slow callback does, for 8 s)
     stop.set()
     watcher.join()
     assert len(seen) > 20 and all(seen), f"the liveness key lapsed while the loop was blocked: {seen}"
