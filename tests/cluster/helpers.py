@@ -207,7 +207,7 @@ class Nginx:
         self.http_port, self.https_port = free_port(), free_port()
         cert, key = self_signed_certificate(directory)
         servers = "\n".join(
-            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;" for port in upstreams
+            f"        server 127.0.0.1:{port} max_fails=0;" for port in upstreams
         )
         temp = directory / "temp"
         temp_paths = "".join(
@@ -235,8 +235,8 @@ class Nginx:
                 ),
                 (
                     (
-                        "        server 127.0.0.1:8001 max_fails=1 fail_timeout=5s;\n"
-                        "        server 127.0.0.1:8002 max_fails=1 fail_timeout=5s;"
+                        "        server 127.0.0.1:8001 max_fails=0;\n"
+                        "        server 127.0.0.1:8002 max_fails=0;"
                     ),
                     servers,
                 ),
