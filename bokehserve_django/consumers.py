@@ -7,6 +7,7 @@ Reads settings only through ``conf``; knows nothing of how sessions are stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -49,6 +50,9 @@ class BokehConsumer(AsyncConsumer):
     async def websocket_connect(self, event: dict[str, Any]) -> None:
         self.client = None
         self.relay = None
+        # One message's frames and a close never interleave: a close between the frames of a
+        # message leaves BokehJS with half a message, which spoils its reconnect's first pull.
+        self._wire_lock = asyncio.Lock()
         self._app_name = app_name = self.scope["url_route"]["kwargs"]["app_name"]
         refusal = self._refusal_reason(app_name)
         if refusal is not None:
@@ -196,16 +200,18 @@ class BokehConsumer(AsyncConsumer):
     # Transport, for the session layer ------------------------------------------
 
     async def send_frames(self, frames: Iterable[str | bytes]) -> None:
-        for frame in frames:
-            if isinstance(frame, bytes):
-                await self.send({"type": "websocket.send", "bytes": frame})
-            else:
-                await self.send({"type": "websocket.send", "text": frame})
+        async with self._wire_lock:
+            for frame in frames:
+                if isinstance(frame, bytes):
+                    await self.send({"type": "websocket.send", "bytes": frame})
+                else:
+                    await self.send({"type": "websocket.send", "text": frame})
 
     async def close_connection(self, code: int, reason: str) -> None:
         # A close frame's reason may hold at most 123 bytes of UTF-8.
         reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
-        await self.send({"type": "websocket.close", "code": int(code), "reason": reason})
+        async with self._wire_lock:
+            await self.send({"type": "websocket.close", "code": int(code), "reason": reason})
 
 
 class NotFoundConsumer(AsyncConsumer):
