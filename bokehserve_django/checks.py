@@ -1,7 +1,7 @@
 """System checks for bokehserve_django (ids bokehserve_django.E0nn / W0nn, never reused).
 
-Reads settings only; opens no connections. Texts live in Messages/Hints so tests compare
-the same constants.
+Reads settings (and, under ``check --deploy``, imports ASGI_APPLICATION); opens no
+connections. Texts live in Messages/Hints so tests compare the same constants.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ class Messages:
         "Cluster features are off: CHANNEL_LAYERS uses {backend}, so sessions are served by the process that "
         "created them, and broadcasts and sign-outs reach this process only."
     )
+    NO_LIFESPAN = (
+        "ASGI_APPLICATION {path!r} does not pass through bokehserve_django's LifecycleMiddleware: under uvicorn "
+        "or hypercorn, stopping the server would not drain Bokeh sessions (no on_session_destroyed, no close "
+        "frames). daphne (runbokeh, python -m bokehserve_django.daphne) drains either way."
+    )
     REDIS_SOCKET_TIMEOUT = (
         "CHANNEL_LAYERS['default'] uses channels_redis with redis-py {version}, whose 5 s default socket timeout "
         "equals channels_redis's blocking receive: receives on quiet channels fail with TimeoutError."
@@ -67,6 +72,11 @@ class Hints:
     REDIS_SOCKET_TIMEOUT = (
         "Give each host a longer socket_timeout: \"hosts\": [{\"address\": \"redis://...\", \"socket_timeout\": 15}]."
     )
+    NO_LIFESPAN = (
+        "Use bokehserve_django.routing.bokeh_asgi_application(), or wrap your router: "
+        "application = LifecycleMiddleware(ProtocolTypeRouter({...})) with "
+        "from bokehserve_django.cluster import LifecycleMiddleware. Ignore this if you serve with daphne."
+    )
     WEAK_SIGNING_KEY = (
         "Remove it to derive the key from Django's SECRET_KEY, or use a long random value, e.g. "
         "python -c 'import secrets; print(secrets.token_urlsafe(48))'."
@@ -83,6 +93,7 @@ class Codes:
     UNSIGNED_SESSIONS = "bokehserve_django.W003"
     WEAK_SIGNING_KEY = "bokehserve_django.W004"
     REDIS_SOCKET_TIMEOUT = "bokehserve_django.W005"
+    NO_LIFESPAN = "bokehserve_django.W006"
     CLUSTER_OFF = "bokehserve_django.I001"
 
 
@@ -180,3 +191,39 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     if signing_key is not None and len(signing_key) < 32:
         warnings.append(Warning(Messages.WEAK_SIGNING_KEY, hint=Hints.WEAK_SIGNING_KEY, id=Codes.WEAK_SIGNING_KEY))
     return warnings
+
+
+#: Attributes under which ASGI middleware commonly keeps the application it wraps.
+_WRAPPED_ATTRIBUTES = ("app", "inner", "application")
+
+
+def _passes_through_lifecycle(application: Any, depth: int = 8) -> bool:
+    from .cluster import LifecycleMiddleware
+
+    for _ in range(depth):
+        if isinstance(application, LifecycleMiddleware):
+            return True
+        application = next(
+            (getattr(application, name) for name in _WRAPPED_ATTRIBUTES if getattr(application, name, None) is not None),
+            None,
+        )
+        if application is None:
+            return False
+    return False
+
+
+@register(Tags.compatibility, deploy=True)
+def check_lifespan(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Under servers with lifespan events, the drain runs only through LifecycleMiddleware."""
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return []  # runbokeh and daphne say so themselves
+    from django.utils.module_loading import import_string
+
+    try:
+        application = import_string(path)
+    except Exception:
+        return []  # daphne's own checks and the server report an ASGI_APPLICATION that does not import
+    if _passes_through_lifecycle(application):
+        return []
+    return [Warning(Messages.NO_LIFESPAN.format(path=path), hint=Hints.NO_LIFESPAN, id=Codes.NO_LIFESPAN)]

@@ -67,3 +67,54 @@ def test_redis_hosts_without_a_longer_socket_timeout(settings) -> None:
         "default": {"BACKEND": backend, "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": 15}]}}
     }
     assert Codes.REDIS_SOCKET_TIMEOUT not in [e.id for e in check_configuration()]
+
+
+class TestLifespanCheck:
+    """W006 (deploy): a site router that bypasses LifecycleMiddleware drains only under daphne."""
+
+    def test_bokeh_asgi_application_passes(self, settings) -> None:
+        from bokehserve_django.checks import check_lifespan
+
+        settings.ASGI_APPLICATION = "tests.asgi.application"
+        assert check_lifespan() == []
+
+    def test_a_bare_router_is_reported_with_the_wrapper_to_use(self, settings) -> None:
+        from bokehserve_django.checks import check_lifespan
+
+        settings.ASGI_APPLICATION = "tests.unit.test_checks.bare_router"
+        assert check_lifespan() == [
+            Warning(
+                Messages.NO_LIFESPAN.format(path="tests.unit.test_checks.bare_router"),
+                hint=Hints.NO_LIFESPAN,
+                id=Codes.NO_LIFESPAN,
+            )
+        ]
+
+    def test_a_wrapped_router_passes(self, settings) -> None:
+        from bokehserve_django.checks import check_lifespan
+
+        settings.ASGI_APPLICATION = "tests.unit.test_checks.wrapped_router"
+        assert check_lifespan() == []
+
+
+def _site_router():
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from django.core.asgi import get_asgi_application
+
+    from bokehserve_django.routing import websocket_urlpatterns
+
+    return ProtocolTypeRouter(
+        {"http": get_asgi_application(), "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns))}
+    )
+
+
+def __getattr__(name: str):
+    # Built on first use: the ASGI apps need Django set up, which it is by the time a check runs.
+    from bokehserve_django.cluster import LifecycleMiddleware
+
+    if name == "bare_router":
+        return _site_router()
+    if name == "wrapped_router":
+        return LifecycleMiddleware(_site_router())
+    raise AttributeError(name)
