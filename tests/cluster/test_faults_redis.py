@@ -380,36 +380,54 @@ async def _drive(client: Client, t0: float, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _reconnect(client: Client, redis_up_at: float, t0: float) -> None:
-    """As BokehJS: reconnect with the ORIGINAL token until accepted (bounded); check the state."""
-    attempts = []
+async def _reconnect(
+    client: Client, redis_up_at: float, t0: float, stop: asyncio.Event | None = None
+) -> None:
+    """As BokehJS: reconnect with the ORIGINAL token until accepted (bounded); check the state.
+
+    With ``stop``, keep making round trips on the new connection until it is set: a client
+    that is closed again (a restart event after it came back) reconnects again, and one
+    that goes silent is recorded in ``client.silent``.
+    """
+    attempts: list[Any] = []
+    client.reconnect = {"state": None, "pid": None, "at": None, "attempts": attempts, "closed_again": []}
     while time.monotonic() - redis_up_at < RECOVER_WITHIN + 5:
         outcome = await _timed(connect(client.via.url, client.token, app=APP), TIMEOUT)
-        if outcome[0] == "ok":
-            peer = outcome[2]
-            try:
-                await peer.pull()
-                state = model(peer.doc, "state").value
-                pid = int(model(peer.doc, "pid").text)
-                await peer.round_trip(f"{client.name} back")
-            except Exception as exc:  # noqa: BLE001 (e.g. closed again by a restart event: retry)
-                attempts.append(("lost", round(time.monotonic() - t0, 2), repr(exc)))
-                await close_all([peer])
-                await asyncio.sleep(0.5)
-                continue
-            client.peer = peer
-            client.reconnect = {
-                "state": state,
-                "pid": pid,
-                "at": round(time.monotonic() - t0, 2),
-                "attempts": attempts,
-            }
+        if outcome[0] != "ok":
+            attempts.append((outcome[0], round(time.monotonic() - t0, 2), outcome[2]))
+            if "code=4010" in str(outcome[2]):
+                return  # "the session no longer exists": final, BokehJS reloads the page
+            await asyncio.sleep(0.3)
+            continue
+        peer = outcome[2]
+        client.peer = peer
+        try:
+            await peer.pull()
+            state = model(peer.doc, "state").value
+            pid = int(model(peer.doc, "pid").text)
+            await peer.round_trip(f"{client.name} back", seconds=SILENT_AFTER)
+            if client.reconnect["at"] is None:
+                client.reconnect.update(state=state, pid=pid, at=round(time.monotonic() - t0, 2))
+            i = 0
+            while stop is not None and not stop.is_set():
+                i += 1
+                await peer.round_trip(f"{client.name} back {i}", seconds=SILENT_AFTER)
+                await asyncio.sleep(0.2)
             return
-        attempts.append((outcome[0], round(time.monotonic() - t0, 2), outcome[2]))
-        if "code=4010" in str(outcome[2]):
-            break  # "the session no longer exists": final, BokehJS reloads the page
-        await asyncio.sleep(0.5)
-    client.reconnect = {"state": None, "pid": None, "at": None, "attempts": attempts}
+        except ConnectionClosed:
+            client.reconnect["closed_again"].append(
+                (peer.ws.close_code, peer.ws.close_reason, round(time.monotonic() - t0, 2))
+            )
+        except AssertionError as exc:
+            if peer.ws.close_code is None:
+                client.silent = (round(time.monotonic() - t0, 2), SILENT_AFTER)
+                attempts.append(("silent after reconnecting", round(time.monotonic() - t0, 2), str(exc)))
+                return
+            client.reconnect["closed_again"].append(
+                (peer.ws.close_code, peer.ws.close_reason, round(time.monotonic() - t0, 2))
+            )
+        await close_all([peer])
+        await asyncio.sleep(0.3)
 
 
 def _owner_record(redis: RedisServer, session_id: str) -> str | None:
@@ -517,6 +535,13 @@ async def _kill_scenario(redis: RedisServer, a: LiveServer, b: LiveServer) -> di
         redis.start()
         up_at = time.monotonic()
         record["up_at"] = round(up_at - t0, 2)
+        # Clients closed during the outage reconnect at once, as BokehJS does, and keep
+        # making round trips (they may land before every process has noticed the restart).
+        stop_reconnected = asyncio.Event()
+        closed_early = [c for c in clients if c.closed is not None]
+        for client in closed_early:
+            await close_all([client.peer] if client.peer else [])
+        early = [asyncio.ensure_future(_reconnect(c, up_at, t0, stop_reconnected)) for c in closed_early]
         await asyncio.sleep(2.0)  # traffic goes on after the restart too
         # By now every process has beaten into the new Redis (more than RESTART_SETTLE):
         # the owner records of the live sessions must be back.
@@ -528,8 +553,13 @@ async def _kill_scenario(redis: RedisServer, a: LiveServer, b: LiveServer) -> di
         for driver in drivers:
             driver.cancel()
 
-        # Reconnect the clients that were closed, as BokehJS does (same token).
-        closed = [c for c in clients if c.closed is not None]
+        await asyncio.sleep(max(0.0, up_at + 5 - time.monotonic()))
+        stop_reconnected.set()
+        await asyncio.wait(early, timeout=TIMEOUT + SILENT_AFTER + 2)
+        for task in early:
+            task.cancel()
+        # Clients closed after Redis was back (or never reconnected): once more, same token.
+        closed = [c for c in clients if c.closed is not None and c not in closed_early]
         for client in closed:
             await close_all([client.peer] if client.peer else [])
         await asyncio.gather(*(_reconnect(c, up_at, t0) for c in closed))
