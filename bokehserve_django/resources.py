@@ -3,52 +3,126 @@
 In "server" mode BokehJS comes from this site's static files (``bokeh/js/...`` through
 Django staticfiles: the finder in development, STATIC_ROOT after collectstatic), so
 pages work with no internet access.
+
+Every mode also loads ``bokehserve_django/recover.js`` ahead of BokehJS: it reloads the
+page when the server says the page's session is gone (close code 4010) or the cluster
+stays unavailable (4009); see docs/page-recovery.md. It has to run before BokehJS opens
+its WebSocket, which is why it rides in the resources (first script of the page, first
+URL autoload.js loads) and not in a template.
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 from bokeh.resources import Resources, Urls
+from django.contrib.staticfiles import finders
 from django.contrib.staticfiles.storage import staticfiles_storage
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import bokeh_settings
 
-__all__ = ("STATIC_PREFIX", "StaticFilesResources", "resources_for")
+__all__ = ("RECOVER_JS", "STATIC_PREFIX", "RecoveringResources", "StaticFilesResources", "resources_for")
 
 #: Where BokehJS lives among the site's static files.
 STATIC_PREFIX = "bokeh"
 
+#: The page recovery script among the site's static files (this app's static/ folder).
+RECOVER_JS = "bokehserve_django/recover.js"
 
-class StaticFilesResources(Resources):
-    """bokeh ``Resources`` in server mode whose URLs come from Django's static files storage.
+_RECOVER_JS_PATH = Path(__file__).resolve().parent / "static" / RECOVER_JS
 
-    ``server_url`` (scheme://host[:port]) makes them absolute, for autoload.js embeds in
-    pages of another origin.
+
+def _absolute(url: str, server_url: str) -> str:
+    return server_url + url if server_url and url.startswith("/") else url
+
+
+class RecoveringResources(Resources):
+    """bokeh ``Resources`` that load recover.js before BokehJS.
+
+    bokeh's embed code reads scripts only through ``js_files`` and ``js_raw`` (page
+    templates and autoload.js alike, after ``clone()`` picks components), so prepending
+    there puts recover.js ahead of BokehJS everywhere: as a static file URL in "server"
+    and "cdn" modes, as an inline script in "inline" mode (a page that inlines BokehJS
+    should not need the site's static files for this one either).
+
+    ``server_url`` (scheme://host[:port]) makes the static file URL absolute, for
+    autoload.js embeds in pages of another origin.
     """
 
-    def __init__(self, server_url: str | None = None, minified: bool = True) -> None:
-        # Set before Resources.__init__, which already asks for the URLs.
+    def __init__(self, mode: str, server_url: str | None = None, minified: bool = True) -> None:
+        # Set before Resources.__init__, which already asks for the URLs in server mode.
         self._server_url = (server_url or "").rstrip("/")
-        super().__init__(mode="server", minified=minified)
+        super().__init__(mode=mode, minified=minified)
 
-    def clone(self, *, components: list[str] | None = None) -> StaticFilesResources:
-        """bokeh's embed helpers clone resources to pick components; keep our URLs in the clone."""
-        clone = StaticFilesResources(server_url=self._server_url, minified=self.minified)
+    def clone(self, *, components: list[str] | None = None) -> RecoveringResources:
+        """bokeh's embed helpers clone resources to pick components; keep our class and URLs."""
+        clone = self._new()
         clone.components = list(components if components is not None else self.components)
         clone.log_level = self.log_level
         return clone
+
+    def _new(self) -> RecoveringResources:
+        return RecoveringResources(self.mode, server_url=self._server_url, minified=self.minified)
+
+    def _recover_url(self) -> str | None:
+        """recover.js's static file URL; None when the storage cannot give one.
+
+        With a manifest storage and no collectstatic run (common in "cdn" mode, where the
+        site never needed static files for Bokeh), ``url()`` raises ValueError; without
+        STATIC_URL it raises ImproperlyConfigured. The script is then inlined instead, so
+        a page never fails to render because of it.
+        """
+        try:
+            url = staticfiles_storage.url(RECOVER_JS)
+        except (ValueError, ImproperlyConfigured):
+            return None
+        return _absolute(url, self._server_url)
+
+    @property
+    def js_files(self) -> list[str]:
+        files = super().js_files
+        if self.mode == "inline":
+            return files
+        url = self._recover_url()
+        return [url, *files] if url is not None else files
+
+    @property
+    def js_raw(self) -> list[str]:
+        raw = super().js_raw
+        if self.mode == "inline" or self._recover_url() is None:
+            return [_recover_inline(), *raw]
+        return raw
+
+
+@functools.cache
+def _recover_inline() -> str:
+    # The file the finders would serve (a project's own static/ may override it), else the
+    # app's copy when the finders are not set up to find it. Read once per process, as
+    # static files do not change while it runs.
+    path = finders.find(RECOVER_JS) or _RECOVER_JS_PATH
+    return Resources._inline(Path(path))
+
+
+class StaticFilesResources(RecoveringResources):
+    """bokeh ``Resources`` in server mode whose URLs come from Django's static files storage."""
+
+    def __init__(self, server_url: str | None = None, minified: bool = True) -> None:
+        super().__init__("server", server_url=server_url, minified=minified)
+
+    def _new(self) -> StaticFilesResources:
+        return StaticFilesResources(server_url=self._server_url, minified=self.minified)
 
     def _server_urls(self) -> Urls:
         suffix = ".min" if self.minified else ""
         server_url = self._server_url
 
         def urls(components: list[str], kind: str) -> list[str]:
-            result = []
-            for component in components:
-                url = staticfiles_storage.url(f"{STATIC_PREFIX}/{kind}/{component}{suffix}.{kind}")
-                if server_url and url.startswith("/"):
-                    url = server_url + url
-                result.append(url)
-            return result
+            return [
+                _absolute(staticfiles_storage.url(f"{STATIC_PREFIX}/{kind}/{component}{suffix}.{kind}"), server_url)
+                for component in components
+            ]
 
         return Urls(urls=urls)
 
@@ -59,4 +133,4 @@ def resources_for(server_url: str | None = None) -> Resources:
     minified = bokeh_settings.MINIFIED
     if mode == "server":
         return StaticFilesResources(server_url=server_url, minified=minified)
-    return Resources(mode=mode, minified=minified)
+    return RecoveringResources(mode, server_url=server_url, minified=minified)

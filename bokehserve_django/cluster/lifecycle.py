@@ -179,6 +179,11 @@ async def _stop(drain_timeout: float, state: _ProcessState) -> None:
     membership.draining = True
     if state.started is not None and not state.started.done():
         await asyncio.wait([state.started], timeout=30)  # a start in progress finishes first
+    # Clients relayed from here to sessions of other processes lose nothing by moving: they
+    # reconnect at once, through another process, to the same session with its state.
+    moved = await owner_relays.end_edges(CloseCode.GOING_AWAY, "This server is restarting; reconnecting")
+    if moved:
+        logger.info("Draining: closed %d relayed client(s) so that they reconnect through another process", moved)
     live = runtime.session_count
     if live and drain_timeout > 0:
         logger.info("Draining: %d live session(s); waiting up to %s s for them to end", live, drain_timeout)

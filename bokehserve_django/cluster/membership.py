@@ -87,9 +87,12 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0"""
 _REREGISTER = """
 local lost = {}
-for _, key in ipairs(redis.call('smembers', KEYS[1])) do
-  if not redis.call('set', key, ARGV[1], 'NX', 'EX', ARGV[2]) and redis.call('get', key) ~= ARGV[1] then
-    table.insert(lost, key) redis.call('srem', KEYS[1], key)
+for i = 3, #ARGV do
+  local key = ARGV[i]
+  if redis.call('set', key, ARGV[1], 'NX', 'EX', ARGV[2]) or redis.call('get', key) == ARGV[1] then
+    redis.call('sadd', KEYS[1], key)
+  else
+    table.insert(lost, key)
   end
 end
 return lost"""
@@ -154,6 +157,10 @@ class Membership:
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
         self._listeners: list[EventListener] = []
         self._heart: _Heartbeat | None = None
+        #: Owner keys of this process's sessions, kept here too: a Redis that restarted has
+        #: lost its copy. Changed on the loop, read by the heartbeat thread.
+        self._owned: set[str] = set()
+        self._owned_lock = threading.Lock()
         self._rejoin = asyncio.Event()
 
     @property
@@ -211,8 +218,9 @@ class Membership:
         """Stop beating, remove this process's records, leave the broadcast group."""
         for task in self._tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: a channel-layer receive may not end promptly when cancelled.
+            await asyncio.wait(self._tasks, timeout=REDIS_TIMEOUT)
         self._tasks.clear()
         heart, self._heart = self._heart, None
         if heart is not None:
@@ -228,7 +236,7 @@ class Membership:
                 await asyncio.wait_for(self._layer.group_discard(BROADCAST_GROUP, self.process_channel), REDIS_TIMEOUT)
         if self.redis is not None:
             with contextlib.suppress(Exception):
-                await self.redis.aclose()
+                await asyncio.wait_for(self.redis.aclose(), REDIS_TIMEOUT)
         self.connected = False
         self.known_down = False
         self.started = False
@@ -296,19 +304,38 @@ class Membership:
 
     async def claim(self, key: str) -> bool:
         """Record this process as the owner of a session nobody owns; whether it won."""
-        return bool(await self.redis.eval(
+        won = bool(await self.redis.eval(
             _CLAIM, 2, key, owned_key(self.process_channel), self.process_channel, OWNER_RECORD_TTL
         ))
+        if won:
+            self._remember_owned(key)
+        return won
 
     async def take_over(self, key: str, dead_owner: str) -> bool:
         """Replace a dead process's record with this process's; whether it won."""
-        return bool(await self.redis.eval(
+        won = bool(await self.redis.eval(
             _TAKE_OVER, 3, key, owned_key(dead_owner), owned_key(self.process_channel),
             dead_owner, self.process_channel, OWNER_RECORD_TTL,
         ))
+        if won:
+            self._remember_owned(key)
+        return won
+
+    def _remember_owned(self, key: str) -> None:
+        with self._owned_lock:
+            self._owned.add(key)
+
+    def forget_owned(self, keys: Iterable[str]) -> None:
+        with self._owned_lock:
+            self._owned.difference_update(keys)
+
+    def owned_keys(self) -> list[str]:
+        with self._owned_lock:
+            return list(self._owned)
 
     async def release(self, key: str) -> None:
         """Remove this process's record of a session (never a newer owner's)."""
+        self.forget_owned([key])
         if not self.distributed or self.known_down:
             return  # the record is cleaned up with this process's others, or re-checked later
         with contextlib.suppress(Exception):
@@ -473,11 +500,13 @@ class _Heartbeat:
         pipe.set(SINCE_KEY, time.time(), nx=True)
         pipe.get(SINCE_KEY)
         previous, _, _, since = pipe.execute()
-        since = float(since)
+        since = float(since) if since is not None else time.time()  # flushed between the two commands
         was_connected = self._member.connected
+        restarted = False
         if self.first_since is None:
             self.first_since = self._since = since
         elif since != self._since:
+            restarted = True
             # Redis lost everything (restart without persistence, flush, failover to an empty
             # replica): write this process's records again before anyone mistakes them for new.
             self._since = since
@@ -487,23 +516,26 @@ class _Heartbeat:
             if keys:
                 self._redis.sadd(owned_key(self._channel), *keys)
             lost = [key.decode() for key in self._redis.eval(
-                _REREGISTER, 1, owned_key(self._channel), self._channel, OWNER_RECORD_TTL
+                _REREGISTER, 1, owned_key(self._channel), self._channel, OWNER_RECORD_TTL, *self._member.owned_keys()
             )]
+            self._member.forget_owned(lost)
             logger.warning("Redis restarted: re-registered this process's sessions (%d taken by others)", len(lost))
             self._member.connected = True
             self._member.known_down = False
             self._member._report("restarted", {"lost": lost})
-        elif previous is None and was_connected:
-            # Our liveness key expired although Redis kept its data: the whole process was
-            # frozen for longer than ALIVE_TTL, and peers may have taken our sessions.
-            logger.warning("This process missed its heartbeats for over %d s; checking which sessions it still owns", ALIVE_TTL)
-            self._member._report("fenced", {})
+            was_connected = True  # reported as "restarted", which implies "up"
         if not was_connected:
             self._member.connected = True
             self._member.known_down = False
             # At start-up this is routine; after an outage the operator wants to see it.
             logger.log(logging.WARNING if self._beats else logging.INFO, "Redis is reachable: this process is in the cluster")
             self._member._report("up", {})
+        if previous is None and self._beats and not restarted:
+            # Our liveness key expired although Redis kept its data: the whole process was
+            # frozen, or cut off from a Redis its peers still reached, for longer than
+            # ALIVE_TTL, so peers may have taken our sessions over.
+            logger.warning("This process missed its heartbeats for over %d s; checking which sessions it still owns", ALIVE_TTL)
+            self._member._report("fenced", {})
         self._beats += 1
         if self._beats % CLEANUP_EVERY == 0:
             self._forget_dead_processes()

@@ -49,9 +49,11 @@ PAGE = "bokehserve.relay.page"          # owner -> edge: the rendered page
 PAGE_TIMEOUT = 15
 #: Seconds between two checks that the processes at the other ends of relays are alive.
 WATCH_INTERVAL = 1.0
-#: Client messages a relayed client may have waiting at its owner. A client further behind
-#: than that is closed rather than letting one client's backlog grow without bound.
+#: Client messages a relayed client may have waiting at its owner, and messages for it
+#: waiting to be sent back. A client further behind than that is closed (with a reason)
+#: rather than letting one client's backlog grow without bound.
 OWNER_QUEUE_LIMIT = 256
+OUTBOX_LIMIT = 256
 
 #: Reasons clients read in the close frame.
 OWNER_GONE = "The process holding this session went away"
@@ -157,30 +159,59 @@ class EdgeRelay:
 
 
 class _RelayTransport:
-    """Owner side: sends a relayed client's messages back to its edge."""
+    """Owner side: sends a relayed client's messages back to its edge, in order.
+
+    bokeh's ServerSession awaits its connections' sends while it holds the document lock.
+    Sending here only queues (a bounded outbox, drained by one task per client), so a slow
+    or unreachable Redis never holds a session's document lock.
+    """
 
     def __init__(self, owned: _OwnedClient) -> None:
         self._owned = owned
         self._sent = 0
+        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+        self._ended = False
 
     async def send_frames(self, frames: Iterable[str | bytes]) -> None:
+        if self._ended:
+            return
+        if self._outbox.qsize() >= OUTBOX_LIMIT:
+            logger.warning("Relayed client of app %r is %d messages behind; closing it", self._owned.app_name, OUTBOX_LIMIT)
+            await self.close_connection(CloseCode.RELAY_INTERRUPTED, "This connection fell too far behind; reconnecting")
+            return
         self._sent += 1
-        try:
-            await membership.send(
-                self._owned.process, {"type": FRAMES, "edge": self._owned.edge, "seq": self._sent, "frames": list(frames)}
-            )
-        except Exception as exc:
-            # A message the client will never see puts its document out of step: end the
-            # relay (the edge closes the client on the gap, or when it hears of the outage).
-            logger.warning("Could not relay a message to its client (%s); ending that relay", exc)
-            self._owned.stop()
+        self._post({"type": FRAMES, "edge": self._owned.edge, "seq": self._sent, "frames": list(frames)})
 
     async def close_connection(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await membership.send(
-                self._owned.process, {"type": CLOSE, "edge": self._owned.edge, "code": int(code), "reason": reason}
-            )
+        """Close the client after the messages queued before (the edge closes it with this code)."""
+        if self._ended:
+            return
+        self._post({"type": CLOSE, "edge": self._owned.edge, "code": int(code), "reason": reason})
         self._owned.stop()
+
+    def finish(self) -> None:
+        """Send what is queued, then nothing more (the sender task ends)."""
+        if not self._ended:
+            self._ended = True
+            self._outbox.put_nowait(None)
+
+    def _post(self, message: dict[str, Any]) -> None:
+        self._outbox.put_nowait(message)
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_in_order())
+
+    async def _send_in_order(self) -> None:
+        while (message := await self._outbox.get()) is not None:
+            try:
+                await membership.send(self._owned.process, message)
+            except Exception as exc:
+                # A message the client will never see puts its document out of step: end the
+                # relay (the edge closes the client on the gap, or when it hears of the outage).
+                logger.warning("Could not relay a message to its client (%s); ending that relay", exc)
+                self._ended = True
+                self._owned.stop()
+                return
 
 
 class _OwnedClient:
@@ -211,6 +242,7 @@ class _OwnedClient:
         """End after the messages queued so far (the client went away, or the relay broke)."""
         self._on_done(self.edge)
         self._queue.put_nowait(None)
+        self.transport.finish()
 
     async def _work(self, attach: Callable[[_OwnedClient], Awaitable[bool]]) -> None:
         try:
@@ -265,6 +297,13 @@ class OwnerRelays:
     @property
     def count(self) -> int:
         return len(self._clients)
+
+    async def end_edges(self, code: int, reason: str) -> int:
+        """Close every client this process relays to another owner; how many."""
+        edges = list(_edges.values())
+        for edge in edges:
+            await edge.end(code, reason)
+        return len(edges)
 
     # -- edge side ---------------------------------------------------------------
 

@@ -33,6 +33,7 @@ TIMEOUT = 10
 WS_HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
 TOKEN_RE = re.compile(r'"token":\s*"([A-Za-z0-9_\-.]+)"')
 SCRIPT_RE = re.compile(r'<script[^>]+src="([^"]+)"')
+RECOVER_JS_URL = "/static/bokehserve_django/recover.js"
 
 
 # ---------------------------------------------------------------------------
@@ -182,8 +183,9 @@ async def test_app_page(async_client, fresh_runtime, path):
     token = token_in(html)
     assert get_session_id(token) in runtime.app("echo")
     scripts = SCRIPT_RE.findall(html)
-    assert "/static/bokeh/js/bokeh.min.js" in scripts
-    assert all(src.startswith("/static/bokeh/js/") for src in scripts), scripts
+    # The page recovery script first (it must wrap WebSocket before BokehJS opens one), then BokehJS.
+    assert scripts[:2] == [RECOVER_JS_URL, "/static/bokeh/js/bokeh.min.js"], scripts
+    assert all(src.startswith("/static/bokeh/js/") for src in scripts[1:]), scripts
     assert "data-root-id=" in html
     # No document state in the HTML: it comes over the WebSocket.
     assert "text_input" not in html
@@ -208,7 +210,8 @@ def test_page_resources_answer_on_the_live_server(server):
         assert response.status == 200
         html = response.read().decode()
     scripts = SCRIPT_RE.findall(html)
-    assert scripts and all(src.startswith("/static/bokeh/js/") for src in scripts), scripts
+    assert scripts[0] == RECOVER_JS_URL, scripts
+    assert scripts[1:] and all(src.startswith("/static/bokeh/js/") for src in scripts[1:]), scripts
     for src in scripts:
         with urllib.request.urlopen(server.url + src, timeout=TIMEOUT) as response:
             assert response.status == 200, src
@@ -314,6 +317,92 @@ async def test_autoload_js_with_session_id_header_joins_that_session(async_clien
     assert response.status_code == 200
     assert get_session_id(token_in(page_text(response))) == session_id
     assert [s.id for s in sessions_of("echo")] == [session_id]
+
+
+# ---------------------------------------------------------------------------
+# The page recovery script (recover.js) in every resources mode
+# ---------------------------------------------------------------------------
+
+JS_URLS_RE = re.compile(r"const js_urls = (\[.*?\]);")
+
+
+def autoload_js_urls(js: str) -> list[str]:
+    match = JS_URLS_RE.search(js)
+    assert match, js[:2000]
+    return json.loads(match.group(1))
+
+
+async def test_autoload_js_loads_recover_js_first_with_absolute_urls(async_client, fresh_runtime):
+    response = await async_client.get(
+        "/echo/autoload.js", {"bokeh-autoload-element": "x", "bokeh-absolute-url": "http://bokeh.example:8000/echo"}
+    )
+    assert response.status_code == 200
+    urls = autoload_js_urls(page_text(response))
+    # autoload.js loads its URLs in order (async = false): recover.js runs before BokehJS.
+    assert urls[:2] == ["http://bokeh.example:8000" + RECOVER_JS_URL,
+                        "http://bokeh.example:8000/static/bokeh/js/bokeh.min.js"], urls
+
+
+async def test_autoload_js_without_resources_loads_no_recover_js(async_client, fresh_runtime):
+    # resources=none is for pages that load BokehJS themselves; they must load recover.js
+    # themselves too (a documented limit, docs/page-recovery.md).
+    response = await async_client.get("/echo/autoload.js", {"bokeh-autoload-element": "x", "resources": "none"})
+    assert response.status_code == 200
+    js = page_text(response)
+    assert autoload_js_urls(js) == []
+    assert "recover.js" not in js
+
+
+async def test_cdn_page_loads_recover_js_from_static_files_before_bokehjs(async_client, fresh_runtime, settings):
+    settings.BOKEHSERVE = {**settings.BOKEHSERVE, "RESOURCES": "cdn"}
+    scripts = SCRIPT_RE.findall(page_text(await async_client.get("/echo")))
+    assert scripts[0] == RECOVER_JS_URL, scripts
+    assert scripts[1].startswith("https://cdn.bokeh.org/bokeh/release/bokeh-"), scripts
+
+
+async def test_cdn_autoload_js_loads_recover_js_from_this_server(async_client, fresh_runtime, settings):
+    settings.BOKEHSERVE = {**settings.BOKEHSERVE, "RESOURCES": "cdn"}
+    response = await async_client.get(
+        "/echo/autoload.js", {"bokeh-autoload-element": "x", "bokeh-absolute-url": "https://bokeh.example/echo"}
+    )
+    urls = autoload_js_urls(page_text(response))
+    assert urls[0] == "https://bokeh.example" + RECOVER_JS_URL, urls
+    assert urls[1].startswith("https://cdn.bokeh.org/"), urls
+
+
+async def test_inline_page_inlines_recover_js_before_bokehjs(async_client, fresh_runtime, settings):
+    settings.BOKEHSERVE = {**settings.BOKEHSERVE, "RESOURCES": "inline"}
+    html = page_text(await async_client.get("/echo"))
+    assert SCRIPT_RE.findall(html) == []
+    assert "/* BEGIN recover.js */" in html
+    assert html.index("/* BEGIN recover.js */") < html.index("/* BEGIN bokeh.min.js */")
+    assert html.count("/* BEGIN recover.js */") == 1
+
+
+async def test_recover_js_is_inlined_when_static_files_cannot_name_it(async_client, fresh_runtime, settings, tmp_path):
+    # A "cdn" site with a manifest storage that never ran collectstatic: the storage cannot
+    # give recover.js a URL, and the page must still render (with the script inline).
+    settings.DEBUG = False
+    settings.STATIC_ROOT = str(tmp_path)
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"}}
+    settings.BOKEHSERVE = {**settings.BOKEHSERVE, "RESOURCES": "cdn"}
+    response = await async_client.get("/echo")
+    assert response.status_code == 200
+    html = page_text(response)
+    assert RECOVER_JS_URL not in html
+    assert SCRIPT_RE.findall(html)[0].startswith("https://cdn.bokeh.org/")
+    assert html.count("/* BEGIN recover.js */") == 1
+
+
+def test_collectstatic_copies_recover_js(tmp_path, settings):
+    from django.core.management import call_command
+
+    settings.STATIC_ROOT = str(tmp_path)
+    call_command("collectstatic", interactive=False, verbosity=0)
+    copied = tmp_path / "bokehserve_django" / "recover.js"
+    source = Path(__file__).resolve().parents[2] / "bokehserve_django" / "static" / "bokehserve_django" / "recover.js"
+    assert copied.read_bytes() == source.read_bytes()
 
 
 # ---------------------------------------------------------------------------

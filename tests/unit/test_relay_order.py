@@ -25,6 +25,31 @@ def sent(monkeypatch):
     return messages
 
 
+async def _sent_by_now() -> None:
+    """Let the owner side's sender task (which never runs under the document lock) send."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_owner_side_sends_in_order_without_waiting_for_the_channel_layer(sent, monkeypatch) -> None:
+    release = asyncio.Event()
+    original = membership.send
+
+    async def slow_send(channel, message):
+        await release.wait()
+        await original(channel, message)
+
+    monkeypatch.setattr(membership, "send", slow_send)
+    owned = relay._OwnedClient("proc-b|edge", "echo", lambda edge: None)
+    for n in range(3):
+        # Returns at once although the channel layer is stuck (bokeh awaits this under the lock).
+        await asyncio.wait_for(owned.transport.send_frames([f"m{n}"]), 0.5)
+    release.set()
+    await _sent_by_now()
+    assert [m["frames"] for _, m in sent] == [["m0"], ["m1"], ["m2"]]
+    assert [m["seq"] for _, m in sent] == [1, 2, 3]
+
+
 class Consumer:
     def __init__(self) -> None:
         self.frames: list = []
@@ -49,6 +74,7 @@ async def test_owner_side_drops_repeats_and_closes_on_a_gap(sent) -> None:
     ]
     await owners._message({"edge": "proc-b|edge", "seq": 4, "frames": ["lost one"]})
     assert "proc-b|edge" not in owners._clients
+    await _sent_by_now()
     channel, message = sent[-1]
     assert channel == "proc-b" and message["type"] == relay.CLOSE and message["code"] == CloseCode.RELAY_INTERRUPTED
 
@@ -61,6 +87,7 @@ async def test_owner_side_closes_a_client_too_far_behind(sent, monkeypatch) -> N
     for seq in (1, 2, 3):
         await owners._message({"edge": "proc-b|edge", "seq": seq, "frames": ["x"]})
     assert owned._queue.qsize() == 3  # two messages, then the end marker
+    await _sent_by_now()
     assert sent[-1][1]["type"] == relay.CLOSE and sent[-1][1]["code"] == CloseCode.MESSAGE_TOO_BIG
     assert "proc-b|edge" not in owners._clients
 
