@@ -510,11 +510,6 @@ class _Heartbeat:
             # Redis lost everything (restart without persistence, flush, failover to an empty
             # replica): write this process's records again before anyone mistakes them for new.
             self._since = since
-            # The set of our records went with the rest: list them again from the sessions
-            # this process holds, then write every record that nobody else took meanwhile.
-            keys = self._local_owner_keys()
-            if keys:
-                self._redis.sadd(owned_key(self._channel), *keys)
             lost = [key.decode() for key in self._redis.eval(
                 _REREGISTER, 1, owned_key(self._channel), self._channel, OWNER_RECORD_TTL, *self._member.owned_keys()
             )]
@@ -539,18 +534,6 @@ class _Heartbeat:
         self._beats += 1
         if self._beats % CLEANUP_EVERY == 0:
             self._forget_dead_processes()
-
-    @staticmethod
-    def _local_owner_keys() -> list[str]:
-        """The owner keys of the sessions this process holds (read from this thread)."""
-        from ..sessions import runtime
-
-        for _ in range(3):
-            try:
-                return [owner_key(name, session.id) for name, app in runtime.apps.items() for session in app.sessions]
-            except RuntimeError:  # the loop changed the tables meanwhile: look again
-                continue
-        return []
 
     def _forget_dead_processes(self) -> None:
         """Delete the records of processes that stopped beating long ago (SIGKILL, OOM)."""
