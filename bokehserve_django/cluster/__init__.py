@@ -24,7 +24,7 @@ from .lifecycle import (
     install_shutdown_trigger,
     stop_process,
 )
-from .membership import BROADCAST_GROUP, membership, redis_url, write_shared
+from .membership import BROADCAST_GROUP, membership, redis_host, write_shared
 from .placement import PAGE_TOKEN_KEY, Placement, Where, is_page_token, locate
 from .relay import EdgeRelay, owner_relays, request_page
 
@@ -43,7 +43,7 @@ __all__ = (
     "locate",
     "membership",
     "owner_relays",
-    "redis_url",
+    "redis_host",
     "request_page",
     "stop_process",
     "write_shared",

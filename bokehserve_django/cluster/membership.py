@@ -39,7 +39,7 @@ from typing import Any
 
 from django.conf import settings
 
-__all__ = ("BROADCAST_GROUP", "Membership", "membership", "redis_url")
+__all__ = ("BROADCAST_GROUP", "Membership", "membership", "redis_host", "write_shared")
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,13 @@ OWNER_RECORD_TTL = 24 * 3600
 #: Seconds after a Redis (re)start during which a missing record may only mean that its
 #: owner has not re-registered yet (a few heartbeats).
 RESTART_SETTLE = 2.5 * HEARTBEAT_INTERVAL
-#: Longest pause between two attempts to reach Redis while it is down.
-MAX_RETRY_INTERVAL = 5.0
+#: Longest pause between two heartbeat attempts while Redis is down. Short: when Redis
+#: comes back, every process must re-register within RESTART_SETTLE, before peers may
+#: take a missing record for a new session. One cheap attempt a second per process.
+MAX_RETRY_INTERVAL = 1.0
+#: Longest pause between two receive attempts of the channel-layer listener while it fails
+#: (the heartbeat wakes it as soon as Redis is back).
+MAX_RECEIVE_RETRY_INTERVAL = 5.0
 #: Seconds between re-joins of the broadcast group (channels_redis expires memberships).
 GROUP_REJOIN_INTERVAL = 30.0
 #: Seconds any one Redis command may take before it counts as a failure.
@@ -105,20 +110,50 @@ redis.call('del', KEYS[1]) redis.call('hdel', KEYS[2], ARGV[1])
 return #owned"""
 
 
-def redis_url() -> str | None:
-    """The Redis of the channel layer (channels_redis ``hosts[0]``), if it is channels_redis."""
+def redis_host() -> dict[str, Any] | None:
+    """The first host of the channels_redis layer, as channels_redis reads it; None for other layers.
+
+    A URL (``"redis://..."`` or ``{"address": ...}``), ``{"host": ..., "port": ...}``, a
+    ``(host, port)`` pair, or a Sentinel entry (``{"master_name": ..., "sentinels": [...]}``):
+    our own Redis clients connect to the same server as the layer, failovers included.
+    """
     layer = (getattr(settings, "CHANNEL_LAYERS", {}) or {}).get("default", {})
     if "channels_redis" not in layer.get("BACKEND", ""):
         return None
-    hosts = layer.get("CONFIG", {}).get("hosts") or ["redis://localhost:6379/0"]
-    host = hosts[0]
-    if isinstance(host, str):
-        return host
-    if isinstance(host, dict):
-        return host.get("address")
-    if isinstance(host, list | tuple):
-        return f"redis://{host[0]}:{host[1]}/0"
-    return None
+    from channels_redis.utils import decode_hosts
+
+    return dict(decode_hosts(layer.get("CONFIG", {}).get("hosts"))[0])
+
+
+def _client_options(host: dict[str, Any]) -> dict[str, Any]:
+    # Our own, short timeouts: a heartbeat or a claim must fail fast, not after the layer's
+    # long socket_timeout (which covers its blocking receives).
+    return {**host, "socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
+
+
+def async_client(host: dict[str, Any]) -> Any:
+    """An asyncio Redis client for ``host`` (a channels_redis host entry)."""
+    from channels_redis.utils import create_pool
+    from redis.asyncio import Redis
+
+    return Redis(connection_pool=create_pool(_client_options(host)))
+
+
+def sync_client(host: dict[str, Any]) -> Any:
+    """A blocking Redis client for ``host``, for the heartbeat thread and sync Django code."""
+    import redis
+
+    options = _client_options(host)
+    if "address" in options:
+        return redis.Redis.from_url(options.pop("address"), **options)
+    master_name = options.pop("master_name", None)
+    if master_name is not None:
+        from redis.sentinel import Sentinel
+
+        sentinels = options.pop("sentinels")
+        sentinel = Sentinel(sentinels, sentinel_kwargs=options.pop("sentinel_kwargs", None))
+        return sentinel.master_for(master_name, **options)
+    return redis.Redis(**options)
 
 
 def owner_key(app_name: str, session_id: str) -> str:
@@ -150,7 +185,7 @@ class Membership:
         #: Set when the process stops taking new sessions (drain); peers see it in stats.
         self.draining = False
         self.started = False
-        self._url: str | None = None
+        self._host: dict[str, Any] | None = None
         self._layer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -162,11 +197,12 @@ class Membership:
         self._owned: set[str] = set()
         self._owned_lock = threading.Lock()
         self._rejoin = asyncio.Event()
+        self._reachable_again = asyncio.Event()
 
     @property
     def distributed(self) -> bool:
         """Whether sessions are shared with other processes (channels_redis configured)."""
-        return self._url is not None and self.started
+        return self._host is not None and self.started
 
     def on(self, message_type: str, handler: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         """Handle channel-layer messages of ``message_type`` sent to this process."""
@@ -191,21 +227,18 @@ class Membership:
             logger.warning("No channel layer: broadcast and sign-out revocation are off")
             return
         self.process_channel = await self._layer.new_channel()
-        self._url = redis_url()
+        self._host = redis_host()
         self.started = True
         self._rejoin = asyncio.Event()
+        self._reachable_again = asyncio.Event()
         self._tasks = [self._loop.create_task(self._listen()), self._loop.create_task(self._keep_group())]
-        if self._url:
-            import redis.asyncio as aioredis
-
-            self.redis = aioredis.Redis.from_url(
-                self._url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-            )
-            self._heart = _Heartbeat(self, self._url)
+        if self._host is not None:
+            self.redis = async_client(self._host)
+            self._heart = _Heartbeat(self, self._host)
             self._heart.start()
         logger.info(
             "Process %d on channel %s (%s)", os.getpid(), self.process_channel,
-            "sessions shared through Redis" if self._url else "sessions local to this process",
+            "sessions shared through Redis" if self._host is not None else "sessions local to this process",
         )
 
     def forget(self) -> None:
@@ -253,7 +286,11 @@ class Membership:
                 failures += 1
                 if failures == 1:
                     logger.warning("Channel layer receive failed (%s); retrying with backoff", exc)
-                await asyncio.sleep(min(0.25 * 2**failures, MAX_RETRY_INTERVAL))
+                self._reachable_again.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._reachable_again.wait(), min(0.25 * 2**failures, MAX_RECEIVE_RETRY_INTERVAL)
+                    )
                 continue
             if failures:
                 logger.info("Channel layer receives again after %d failed attempt(s)", failures)
@@ -270,7 +307,7 @@ class Membership:
     async def _keep_group(self) -> None:
         """Stay in the broadcast group: join now, after Redis comes back, and every so often."""
         while True:
-            if self.connected or not self._url:
+            if self.connected or self._host is None:
                 try:
                     await asyncio.wait_for(self._layer.group_add(BROADCAST_GROUP, self.process_channel), REDIS_TIMEOUT)
                 except asyncio.CancelledError:
@@ -292,6 +329,7 @@ class Membership:
     def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         if event in ("up", "restarted"):
             self._rejoin.set()
+            self._reachable_again.set()
         for listener in self._listeners:
             task = asyncio.ensure_future(listener(event, data))
             task.add_done_callback(_log_failure)
@@ -413,13 +451,11 @@ class Membership:
 
 def write_shared(name: str, value: Any, ttl: int) -> bool:
     """Store ``value`` under ``name`` for ``ttl`` seconds, from sync code; whether it was stored."""
-    url = redis_url()
-    if not url:
+    host = redis_host()
+    if host is None:
         return False
-    import redis
-
     try:
-        client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+        client = sync_client(host)
         try:
             client.set(f"bokehserve:{name}", value, ex=ttl)
         finally:
@@ -443,12 +479,10 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
 class _Heartbeat:
     """The thread that keeps this process alive in Redis, whatever its event loop is doing."""
 
-    def __init__(self, member: Membership, url: str) -> None:
-        import redis
-
+    def __init__(self, member: Membership, host: dict[str, Any]) -> None:
         self._member = member
         self._channel = member.process_channel
-        self._redis = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+        self._redis = sync_client(host)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bokehserve-heartbeat", daemon=True)
         #: The "up since" stamp of the Redis this process first beat into; None before.
@@ -510,16 +544,19 @@ class _Heartbeat:
             # Redis lost everything (restart without persistence, flush, failover to an empty
             # replica): write this process's records again before anyone mistakes them for new.
             self._since = since
-            lost = [key.decode() for key in self._redis.eval(
-                _REREGISTER, 1, owned_key(self._channel), self._channel, OWNER_RECORD_TTL, *self._member.owned_keys()
-            )]
-            self._member.forget_owned(lost)
+            lost = self._reregister()
             logger.warning("Redis restarted: re-registered this process's sessions (%d taken by others)", len(lost))
             self._member.connected = True
             self._member.known_down = False
             self._member._report("restarted", {"lost": lost})
             was_connected = True  # reported as "restarted", which implies "up"
         if not was_connected:
+            if self._beats:
+                # Back after an outage without a restart; after a Sentinel failover, say, the
+                # new master may lack our latest records. Writing them again is idempotent.
+                lost = self._reregister()
+                if lost:
+                    self._member._report("restarted", {"lost": lost})
             self._member.connected = True
             self._member.known_down = False
             # At start-up this is routine; after an outage the operator wants to see it.
@@ -534,6 +571,14 @@ class _Heartbeat:
         self._beats += 1
         if self._beats % CLEANUP_EVERY == 0:
             self._forget_dead_processes()
+
+    def _reregister(self) -> list[str]:
+        """Write this process's owner records again; the keys another process holds now."""
+        lost = [key.decode() for key in self._redis.eval(
+            _REREGISTER, 1, owned_key(self._channel), self._channel, OWNER_RECORD_TTL, *self._member.owned_keys()
+        )]
+        self._member.forget_owned(lost)
+        return lost
 
     def _forget_dead_processes(self) -> None:
         """Delete the records of processes that stopped beating long ago (SIGKILL, OOM)."""

@@ -54,6 +54,8 @@ WATCH_INTERVAL = 1.0
 #: rather than letting one client's backlog grow without bound.
 OWNER_QUEUE_LIMIT = 256
 OUTBOX_LIMIT = 256
+#: Seconds between attempts to tell an edge that its relay broke, after a failed send.
+CLOSE_RETRY_DELAYS = (0, 0.5, 1, 2, 4)
 
 #: Reasons clients read in the close frame.
 OWNER_GONE = "The process holding this session went away"
@@ -207,11 +209,25 @@ class _RelayTransport:
                 await membership.send(self._owned.process, message)
             except Exception as exc:
                 # A message the client will never see puts its document out of step: end the
-                # relay (the edge closes the client on the gap, or when it hears of the outage).
+                # relay, and make sure the edge hears of it, or its client would stay open
+                # and silent (a failed send is often one stale connection, Redis being up).
                 logger.warning("Could not relay a message to its client (%s); ending that relay", exc)
                 self._ended = True
                 self._owned.stop()
+                await self._tell_edge_to_close()
                 return
+
+    async def _tell_edge_to_close(self) -> None:
+        message = {"type": CLOSE, "edge": self._owned.edge, "code": int(CloseCode.RELAY_INTERRUPTED),
+                   "reason": "Messages to this connection were lost; reconnecting"}
+        for delay in CLOSE_RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                await membership.send(self._owned.process, message)
+                return
+            except Exception:
+                continue
+        # Still failing: Redis is down, and the edge ends its relays when it notices that.
 
 
 class _OwnedClient:
