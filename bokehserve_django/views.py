@@ -178,7 +178,10 @@ async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
         status, html = await request_page(page_session.owner, app_name, page_session.id, page_session.token)
     else:
         status, html = 200, render_page(page_session)
-    return HttpResponse(html, status=status, content_type="text/html; charset=utf-8")
+    response = HttpResponse(html, status=status, content_type="text/html; charset=utf-8")
+    if status == 503:
+        response["Retry-After"] = "1"  # asked again, a live process takes the session over
+    return response
 
 
 def render_page(page_session: Any) -> str:

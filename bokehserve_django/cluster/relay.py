@@ -63,7 +63,8 @@ LINK_BROKEN = "The link to the process holding this session was interrupted (Red
 
 #: Edge address ("<process channel>|<id>") -> its EdgeRelay, in this process.
 _edges: dict[str, EdgeRelay] = {}
-_pending_pages: dict[str, asyncio.Future[dict[str, Any]]] = {}
+#: Reply address -> (owner channel, future) of the page requests this process is waiting for.
+_pending_pages: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
 
 
 def _address(local_id: str) -> str:
@@ -336,7 +337,7 @@ class OwnerRelays:
             await edge.consumer.close_connection(message["code"], message["reason"])
 
     async def _page(self, message: dict[str, Any]) -> None:
-        future = _pending_pages.get(message["reply"])
+        owner, future = _pending_pages.get(message["reply"], (None, None))
         if future is not None and not future.done():
             future.set_result(message)
 
@@ -463,9 +464,14 @@ class OwnerRelays:
     async def check_other_ends(self) -> None:
         """End the relays whose other process stopped beating: one Redis round trip."""
         channels = {edge.owner for edge in _edges.values()} | {owned.process for owned in self._clients.values()}
+        channels |= {owner for owner, _ in _pending_pages.values()}
         if not channels:
             return
         alive = await membership.alive_map(channels)
+        for owner, future in list(_pending_pages.values()):
+            if not alive.get(owner, True) and not future.done():
+                # Asked again, this process takes the dead owner's record over.
+                future.set_result({"status": 503, "html": f"{OWNER_GONE}; reload the page.\n"})
         for edge in list(_edges.values()):
             if not alive.get(edge.owner, True):
                 logger.warning("The owner process of a relayed session is gone; closing its client")
@@ -494,12 +500,15 @@ async def request_page(owner: str, app_name: str, session_id: str, token: str) -
     """Ask the owner process to render the page of its session; (status, html)."""
     reply = _address(uuid.uuid4().hex)
     future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-    _pending_pages[reply] = future
+    _pending_pages[reply] = (owner, future)
     try:
         await membership.send(owner, {"type": RENDER_PAGE, "reply": reply, "app": app_name, "session_id": session_id, "token": token})
         message = await asyncio.wait_for(future, PAGE_TIMEOUT)
     except TimeoutError:
         return 504, "The process holding this session did not answer; reload the page.\n"
+    except Exception as exc:  # the channel layer (Redis) is unreachable
+        logger.warning("Could not ask the owner of session %r for its page: %s", session_id, exc)
+        return 503, "The process holding this session cannot be reached right now; reload the page.\n"
     finally:
         _pending_pages.pop(reply, None)
     return int(message["status"]), message["html"]

@@ -143,3 +143,17 @@ async def test_watch_ends_relays_whose_other_process_is_dead(sent, monkeypatch) 
     await live_edge.closed()
     await asyncio.sleep(0)
     assert dead_edge.ended
+
+
+async def test_a_page_request_to_a_dead_owner_answers_503_at_the_next_watch(sent, monkeypatch) -> None:
+    async def alive_map(channels):
+        return dict.fromkeys(channels, False)
+
+    monkeypatch.setattr(membership, "alive_map", alive_map)
+    asking = asyncio.ensure_future(relay.request_page("proc-dead", "echo", "sid", "token"))
+    await _sent_by_now()
+    assert sent[-1][1]["type"] == relay.RENDER_PAGE
+    await relay.OwnerRelays().check_other_ends()
+    status, html = await asyncio.wait_for(asking, 1)
+    assert status == 503 and "went away" in html
+    assert relay._pending_pages == {}
