@@ -151,7 +151,11 @@ def sync_client(host: dict[str, Any]) -> Any:
         from redis.sentinel import Sentinel
 
         sentinels = options.pop("sentinels")
-        sentinel = Sentinel(sentinels, sentinel_kwargs=options.pop("sentinel_kwargs", None))
+        # Short timeouts for the Sentinels too: the heartbeat asks them every beat.
+        sentinel_kwargs = options.pop("sentinel_kwargs", None) or {
+            "socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT,
+        }
+        sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
         return sentinel.master_for(master_name, **options)
     return redis.Redis(**options)
 
@@ -170,6 +174,10 @@ def owned_key(channel: str) -> str:
 
 
 EventListener = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class MasterChanged(Exception):
+    """The Sentinel names another master than the one our connections were made to."""
 
 
 class Membership:
@@ -327,12 +335,30 @@ class Membership:
             loop.call_soon_threadsafe(self._dispatch, event, data)
 
     def _dispatch(self, event: str, data: dict[str, Any]) -> None:
+        if event == "down" and data.get("master_changed"):
+            task = asyncio.ensure_future(self._drop_connections())
+            task.add_done_callback(_log_failure)
         if event in ("up", "restarted"):
             self._rejoin.set()
             self._reachable_again.set()
         for listener in self._listeners:
             task = asyncio.ensure_future(listener(event, data))
             task.add_done_callback(_log_failure)
+
+    async def _drop_connections(self) -> None:
+        """Close our and the channel layer's connections: they reconnect to the Sentinel's new master.
+
+        A promoted replica does not end the connections to the old master while it still
+        runs (SENTINEL FAILOVER, a partition): Sentinel demotes it only about 10 s later,
+        and everything written there meanwhile is lost when it resyncs.
+        """
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.redis.connection_pool.disconnect(), REDIS_TIMEOUT)
+        close_pools = getattr(self._layer, "close_pools", None)
+        if close_pools is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close_pools(), REDIS_TIMEOUT)
 
     # -- session records -------------------------------------------------------
 
@@ -490,6 +516,8 @@ class _Heartbeat:
         self._since: float | None = None
         self._beats = 0
         self._stats: dict[str, Any] = {}
+        #: The master the Sentinel named at the last beat (Sentinel hosts only).
+        self._master: tuple[str, int] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -514,7 +542,10 @@ class _Heartbeat:
                         "until it is back; retrying with backoff", exc,
                     )
                 self._member.known_down = True
-                if self._member.connected:
+                if isinstance(exc, MasterChanged):
+                    self._member._report("down", {"master_changed": True})
+                    self._member.connected = False
+                elif self._member.connected:
                     self._member.connected = False
                     self._member._report("down", {})
                 self._stopping.wait(min(0.5 * 2 ** (failures - 1), MAX_RETRY_INTERVAL))
@@ -527,6 +558,7 @@ class _Heartbeat:
 
         with contextlib.suppress(RuntimeError):  # the loop changed the tables meanwhile: reuse
             self._stats = runtime.stats()
+        self._check_master()
         info = {**_process_info(self._member), "apps": self._stats}
         pipe = self._redis.pipeline(transaction=False)
         pipe.set(alive_key(self._channel), os.getpid(), ex=ALIVE_TTL, get=True)
@@ -571,6 +603,26 @@ class _Heartbeat:
         self._beats += 1
         if self._beats % CLEANUP_EVERY == 0:
             self._forget_dead_processes()
+
+    def _check_master(self) -> None:
+        """With a Sentinel: raise MasterChanged once when it names a new master.
+
+        Our connections (and the channel layer's) to the old master may stay open and
+        writable after a failover; this drops ours now, and the loop drops the others. The
+        next beat then reaches the new master and writes this process's records again.
+        """
+        pool = self._redis.connection_pool
+        manager = getattr(pool, "sentinel_manager", None)
+        if manager is None:
+            return
+        try:
+            master = tuple(manager.discover_master(pool.service_name))
+        except Exception:
+            return  # no Sentinel answers: keep the connection we have
+        previous, self._master = self._master, master
+        if previous is not None and master != previous:
+            pool.disconnect()
+            raise MasterChanged(f"the Sentinel promoted {master[0]}:{master[1]} to master")
 
     def _reregister(self) -> list[str]:
         """Write this process's owner records again; the keys another process holds now."""
