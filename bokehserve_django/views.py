@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -201,6 +202,63 @@ def render_page_for_session(session: BokehSession, token: str) -> str:
     return render_page(_PageSession(session, session.id, token))
 
 
+#: RFC 3986 characters of a path (pchar and "/"; "%" for percent-encoded octets).
+_URL_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*")
+#: RFC 3986 characters of a whole URL (unreserved, reserved and "%").
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+
+
+def _bad_autoload_parameter(message: str) -> HttpResponse:
+    return HttpResponseBadRequest(f"{message}\n", content_type="text/plain; charset=utf-8")
+
+
+def _checked_app_path(value: str) -> str:
+    """``bokeh-app-path`` if it is a URL path; ValueError (with what to send instead) otherwise.
+
+    BokehJS appends it to the server's host to make the WebSocket URL, and bokeh's DOC_JS
+    template writes it into the script between double quotes without escaping: anything
+    but path characters could end the string there.
+    """
+    if not _URL_PATH.fullmatch(value):
+        raise ValueError(
+            "bokeh-app-path must be a URL path: '/' followed by letters, digits and -._~!$&'()*+,;=:@%/ "
+            "only (percent-encode anything else), e.g. /myapp."
+        )
+    return value
+
+
+def _checked_absolute_url(value: str) -> str:
+    """``bokeh-absolute-url`` if it is an http(s) URL with a host; ValueError otherwise (see above)."""
+    message = "bokeh-absolute-url must be an http(s) URL with a host, e.g. https://bokeh.example.com/myapp"
+    if not _URL_CHARACTERS.fullmatch(value):
+        raise ValueError(f"{message}, made of URL characters only (percent-encode anything else).")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number in 0-65535
+    except ValueError:
+        raise ValueError(f"{message}; this one does not parse.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{message}.")
+    if "@" in parts.netloc:
+        # The netloc goes into the URLs of BokehJS's scripts: no credentials there.
+        raise ValueError(f"{message}, without a user name or password.")
+    return value
+
+
+def _js_string_body(value: str) -> str:
+    """``value`` as the inside of a JSON string literal that is also safe inside HTML.
+
+    bokeh's DOC_JS template supplies the surrounding double quotes itself. JSON escapes
+    quotes, backslashes and control characters (and, ASCII-only, U+2028/U+2029, which end
+    a line in older JavaScript); the HTML-sensitive characters become \\u escapes too, so
+    the script stays inert when a page inlines it (as Django's json_script does).
+    """
+    literal = json.dumps(value, ensure_ascii=True)
+    for char in "<>&'":
+        literal = literal.replace(char, f"\\u{ord(char):04x}")
+    return literal[1:-1]
+
+
 def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:
     """CORS for autoload.js: any page may load an app without credentials; only allowed
     origins may make credentialed requests.
@@ -230,14 +288,15 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
     element_id = request.GET.get("bokeh-autoload-element")
     if not element_id:
         return _cors(HttpResponseBadRequest("No bokeh-autoload-element query parameter\n"), request)
-    app_path = request.GET.get("bokeh-app-path", "/")
     absolute_url = request.GET.get("bokeh-absolute-url")
     server_url = None
-    if absolute_url:
-        parts = urlsplit(absolute_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return _cors(HttpResponseBadRequest("bokeh-absolute-url must be an http(s) URL\n"), request)
-        server_url = f"{parts.scheme}://{parts.netloc}"
+    try:
+        app_path = _checked_app_path(request.GET.get("bokeh-app-path", "/"))
+        if absolute_url:
+            parts = urlsplit(_checked_absolute_url(absolute_url))
+            server_url = f"{parts.scheme}://{parts.netloc}"
+    except ValueError as exc:
+        return _cors(_bad_autoload_parameter(str(exc)), request)
     try:
         user = await check_access(request, entry)
         page_session = await open_session(request, app_name, user)
@@ -252,8 +311,15 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
     resources = resources_for(server_url) if request.GET.get("resources") != "none" else None
     bundle = bundle_for_objs_and_resources(None, resources)
     render_items = [RenderItem(token=page_session.token, elementid=element_id, use_for_title=False)]
-    # script_for_render_items JSON-encodes these values into the script (no raw interpolation).
-    bundle.add(Script(script_for_render_items({}, render_items, app_path=app_path, absolute_url=absolute_url)))
+    # script_for_render_items writes app_path and absolute_url between double quotes as they
+    # are: hand it the inside of safe literals (checked by tests/security/test_autoload_params.py).
+    script = script_for_render_items(
+        {},
+        render_items,
+        app_path=_js_string_body(app_path),
+        absolute_url=_js_string_body(absolute_url) if absolute_url else None,
+    )
+    bundle.add(Script(script))
     js = AUTOLOAD_JS.render(bundle=bundle, elementid=json.dumps(element_id)[1:-1])
     return _cors(HttpResponse(js, content_type="application/javascript; charset=utf-8"), request)
 
