@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     HttpResponseForbidden,
+    HttpResponseNotFound,
     HttpResponseRedirect,
     JsonResponse,
 )
@@ -341,13 +343,45 @@ async def metadata(request: HttpRequest, app_name: str) -> JsonResponse:
     return JsonResponse({"url": app_url(app_name), "data": data if data is not None else {}})
 
 
+def _static_file_path(root: str, path: str) -> str | None:
+    """``path`` relative to ``root`` if it names a regular file inside ``root``; None otherwise.
+
+    The path arrives percent-decoded once (``%2e%2e%2f`` is ``../`` here, ``%252e`` stays
+    ``%2e``). As in Django's ``serve`` and bokeh serve, a leading ``/`` is dropped and ``..``
+    may not climb above ``root``; symlinks that the app's author put inside are followed.
+    """
+    if "\x00" in path:
+        return None
+    relative = posixpath.normpath(path).lstrip("/")
+    root = os.path.abspath(root)
+    candidate = os.path.abspath(os.path.join(root, relative))
+    if os.path.commonpath([root, candidate]) != root or not os.path.isfile(candidate):
+        return None
+    return relative
+
+
+def _no_static_file() -> HttpResponse:
+    # The same short answer for a missing file and for one outside the folder: it says
+    # nothing about the file system, and, unlike raising Http404 or letting Django's serve
+    # raise SuspiciousFileOperation (a 400), shows no debug page under DEBUG.
+    return HttpResponseNotFound("No such static file.\n", content_type="text/plain; charset=utf-8")
+
+
 def app_static(request: HttpRequest, app_name: str, path: str) -> HttpResponse:
-    """``/<app>/static/<path>``: files from a directory app's ``static/`` folder."""
-    entry = _lookup(app_name)
-    root = entry.static_path
-    if root is None or "\x00" in path or not os.path.isdir(root):
-        raise Http404("No such static file")
-    return serve(request, path, document_root=root)
+    """``/<app>/static/<path>``: files from a directory app's ``static/`` folder (404 for anything else)."""
+    try:
+        root = registry.get_app(app_name).static_path
+    except AppNotRegistered:
+        return _no_static_file()
+    if root is None or not os.path.isdir(root):
+        return _no_static_file()
+    relative = _static_file_path(root, path)
+    if relative is None:
+        return _no_static_file()
+    try:
+        return serve(request, relative, document_root=root)
+    except (Http404, OSError):
+        return _no_static_file()  # removed or made unreadable since the check above
 
 
 def index(request: HttpRequest) -> HttpResponse:

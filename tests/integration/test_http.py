@@ -153,22 +153,6 @@ def with_static_app(settings, static_app):
     return static_app
 
 
-#: Paths into an app's static folder that try to escape it or carry a NUL byte.
-ODD_STATIC_PATHS = [
-    "/{app}/static/%00",
-    "/{app}/static/hello.txt%00",
-    "/{app}/static/%00/../hello.txt",
-    "/{app}/static/../secret.txt",
-    "/{app}/static/../../secret.txt",
-    "/{app}/static/..%2fsecret.txt",
-    "/{app}/static/%2e%2e/secret.txt",
-    "/{app}/static/%2e%2e%2f%2e%2e%2fsecret.txt",
-    "/{app}/static/..%5csecret.txt",
-    "/{app}/static//etc/passwd",
-    "/{app}/static/%2fetc%2fpasswd",
-]
-
-
 # ---------------------------------------------------------------------------
 # The app page
 # ---------------------------------------------------------------------------
@@ -463,45 +447,12 @@ async def test_app_static_file_is_served(async_client, fresh_runtime, with_stati
     assert b"".join(response.streaming_content) == b"hello from static\n"
 
 
-@pytest.mark.parametrize("app", ["staticapp", "hooks", "echo"])
-@pytest.mark.parametrize("template", ODD_STATIC_PATHS)
-async def test_odd_app_static_paths(async_client, fresh_runtime, with_static_app, app, template):
-    response = await async_client.get(template.format(app=app))
-    assert response.status_code in (400, 404)
-    content = b"".join(response.streaming_content) if response.streaming else response.content
-    assert b"TOP-SECRET" not in content
+# Paths that try to leave a static folder: tests/security/test_static_paths.py.
 
 
 def test_app_static_file_on_the_live_server(static_server):
     status, body = raw_get(static_server, "/staticapp/static/hello.txt")
     assert (status, body) == (200, b"hello from static\n")
-
-
-@pytest.mark.parametrize("app", ["staticapp", "hooks"])
-@pytest.mark.parametrize("template", ODD_STATIC_PATHS)
-def test_odd_app_static_paths_on_the_live_server(static_server, app, template):
-    status, body = raw_get(static_server, template.format(app=app))
-    assert status in (400, 404), (status, body[:300])
-    assert b"TOP-SECRET" not in body
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/static/bokeh/js/%00",
-        "/static/bokeh/js/bokeh.min.js%00",
-        "/static/../tests/settings.py",
-        "/static/bokeh/js/../../../tests/settings.py",
-        "/static/..%2f..%2ftests%2fsettings.py",
-        "/static/%2e%2e/%2e%2e/etc/passwd",
-        "/static/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    ],
-)
-def test_odd_bokehjs_static_paths_on_the_live_server(server, path):
-    """runbokeh serves /static/ (BokehJS) itself: odd paths there must not be 500 either."""
-    status, body = raw_get(server, path)
-    assert status in (400, 404), (status, body[:300])
-    assert b"SECRET_KEY" not in body and b"root:" not in body
 
 
 # ---------------------------------------------------------------------------
