@@ -13,6 +13,7 @@ from django.core.checks import Error, Info, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import bokeh_settings
+from .credentials import looks_like_credential_cookie, looks_like_credential_header
 
 FINDER = "bokehserve_django.finders.BokehJSFinder"
 
@@ -49,6 +50,10 @@ class Messages:
         "CHANNEL_LAYERS['default'] uses channels_redis with redis-py {version}, whose 5 s default socket timeout "
         "equals channels_redis's blocking receive: receives on quiet channels fail with TimeoutError."
     )
+    CREDENTIAL_INCLUDED = (
+        "BOKEHSERVE['{setting}'] puts {names} into session tokens, which any JavaScript on the page can read, "
+        "and these names look like credentials."
+    )
 
 
 class Hints:
@@ -77,6 +82,11 @@ class Hints:
         "application = LifecycleMiddleware(ProtocolTypeRouter({...})) with "
         "from bokehserve_django.cluster import LifecycleMiddleware. Ignore this if you serve with daphne."
     )
+    CREDENTIAL_INCLUDED = (
+        "Remove them from {setting} unless app code reads them from session_context.request (the Django user "
+        "is session_context.user without any cookie). If you keep them, keep SESSION_TOKEN_EXPIRATION short "
+        "and use a Content-Security-Policy."
+    )
     WEAK_SIGNING_KEY = (
         "Remove it to derive the key from Django's SECRET_KEY, or use a long random value, e.g. "
         "python -c 'import secrets; print(secrets.token_urlsafe(48))'."
@@ -94,6 +104,7 @@ class Codes:
     WEAK_SIGNING_KEY = "bokehserve_django.W004"
     REDIS_SOCKET_TIMEOUT = "bokehserve_django.W005"
     NO_LIFESPAN = "bokehserve_django.W006"
+    CREDENTIAL_INCLUDED = "bokehserve_django.W007"
     CLUSTER_OFF = "bokehserve_django.I001"
 
 
@@ -227,3 +238,35 @@ def check_lifespan(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     if _passes_through_lifecycle(application):
         return []
     return [Warning(Messages.NO_LIFESPAN.format(path=path), hint=Hints.NO_LIFESPAN, id=Codes.NO_LIFESPAN)]
+
+
+#: INCLUDE_* setting -> how to tell whether one of its names looks like a credential.
+_INCLUDE_SETTINGS = (
+    ("INCLUDE_HEADERS", looks_like_credential_header),
+    ("INCLUDE_COOKIES", looks_like_credential_cookie),
+)
+
+
+@register(Tags.security, deploy=False)
+def check_token_contents(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """W007: INCLUDE_HEADERS/INCLUDE_COOKIES let credential-looking names into tokens.
+
+    They are the explicit way to let such names through, so this warns (in development
+    too, where the list is written) rather than refusing.
+    """
+    warnings: list[Warning] = []
+    for setting, is_credential in _INCLUDE_SETTINGS:
+        try:
+            names = getattr(bokeh_settings, setting) or []
+        except ImproperlyConfigured:
+            return []  # reported by check_configuration
+        flagged = [name for name in names if is_credential(name)]
+        if flagged:
+            warnings.append(
+                Warning(
+                    Messages.CREDENTIAL_INCLUDED.format(setting=setting, names=", ".join(map(repr, flagged))),
+                    hint=Hints.CREDENTIAL_INCLUDED.format(setting=setting),
+                    id=Codes.CREDENTIAL_INCLUDED,
+                )
+            )
+    return warnings

@@ -62,7 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_MAX_MESSAGE_SIZE": 20 * 1024 * 1024,
     # Binary buffers one Bokeh message may announce (header "num_buffers").
     "MAX_BUFFERS_PER_MESSAGE": 1024,
-    # Request headers / cookies copied into the session token (None: all but the excluded).
+    # Request headers / cookies copied into the session token. INCLUDE_*: exactly these
+    # names. None: all but EXCLUDE_* and credential-looking names (credentials.py).
     "INCLUDE_HEADERS": None,
     "EXCLUDE_HEADERS": None,
     "INCLUDE_COOKIES": None,

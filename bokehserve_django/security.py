@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from .conf import bokeh_settings
+from .credentials import looks_like_credential_cookie, looks_like_credential_header
 
 __all__ = ("filter_cookies", "filter_headers", "host_allowed", "origin_allowed")
 
@@ -105,36 +106,25 @@ def refusal_hint(origin: str | None) -> str:
 # Headers and cookies copied into session tokens -----------------------------------------
 
 
-def _allowed_names(names: Iterable[str], include: list[str] | None, exclude: list[str] | None) -> set[str]:
+def _kept(
+    values: Mapping[str, str], include: list[str] | None, exclude: list[str] | None, is_credential: Callable[[str], bool]
+) -> dict[str, str]:
+    """INCLUDE_*: exactly the names listed (credential-looking ones too: the site asked; W007
+    warns). Otherwise everything except EXCLUDE_* and the names that look like credentials."""
     if include is not None:
         wanted = {n.lower() for n in include}
-        return {n for n in names if n.lower() in wanted}
+        return {k: v for k, v in values.items() if k.lower() in wanted}
     unwanted = {n.lower() for n in (exclude or [])}
-    return {n for n in names if n.lower() not in unwanted}
-
-
-#: Headers never copied into a token unless INCLUDE_HEADERS / EXCLUDE_HEADERS say otherwise:
-#: the token is readable by page JavaScript, so credentials must not travel in it.
-DEFAULT_EXCLUDED_HEADERS = ["Authorization", "Proxy-Authorization", "Cookie"]
-
-
-def default_excluded_cookies() -> list[str]:
-    """Django's session and CSRF cookies: never copied into tokens unless a site says so."""
-    return [settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME]
+    return {k: v for k, v in values.items() if k.lower() not in unwanted and not is_credential(k)}
 
 
 def filter_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The request headers that go into a session token (INCLUDE_/EXCLUDE_HEADERS)."""
-    # Credentials stay out even when EXCLUDE_HEADERS is set, unless INCLUDE_HEADERS names them.
-    exclude = DEFAULT_EXCLUDED_HEADERS + list(bokeh_settings.EXCLUDE_HEADERS or [])
-    keep = _allowed_names(headers, bokeh_settings.INCLUDE_HEADERS, exclude)
-    return {k: v for k, v in headers.items() if k in keep}
+    """The request headers that go into a session token (INCLUDE_/EXCLUDE_HEADERS, see credentials.py)."""
+    # The token is readable by page JavaScript: credential-looking headers stay out even
+    # when EXCLUDE_HEADERS is set, unless INCLUDE_HEADERS names them.
+    return _kept(headers, bokeh_settings.INCLUDE_HEADERS, bokeh_settings.EXCLUDE_HEADERS, looks_like_credential_header)
 
 
 def filter_cookies(cookies: Mapping[str, str]) -> dict[str, str]:
-    """The cookies that go into a session token (INCLUDE_/EXCLUDE_COOKIES)."""
-    # Django's session and CSRF cookies stay out even when EXCLUDE_COOKIES is set, unless
-    # INCLUDE_COOKIES names them.
-    exclude = default_excluded_cookies() + list(bokeh_settings.EXCLUDE_COOKIES or [])
-    keep = _allowed_names(cookies, bokeh_settings.INCLUDE_COOKIES, exclude)
-    return {k: v for k, v in cookies.items() if k in keep}
+    """The cookies that go into a session token (INCLUDE_/EXCLUDE_COOKIES, see credentials.py)."""
+    return _kept(cookies, bokeh_settings.INCLUDE_COOKIES, bokeh_settings.EXCLUDE_COOKIES, looks_like_credential_cookie)
