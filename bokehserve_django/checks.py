@@ -259,7 +259,7 @@ def check_token_contents(app_configs: Any = None, **kwargs: Any) -> list[Warning
         try:
             names = getattr(bokeh_settings, setting) or []
         except ImproperlyConfigured:
-            return []  # reported by check_configuration
+            continue  # reported by check_configuration (E003)
         flagged = [name for name in names if is_credential(name)]
         if flagged:
             warnings.append(
