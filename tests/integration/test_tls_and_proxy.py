@@ -20,7 +20,7 @@ import pytest
 from bokeh.document import Document
 
 from tests.bokeh_client import PROTOCOL, RawBokehClient, frames_of, make_token
-from tests.live import LiveServer
+from tests.live import LiveServer, live_server
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "request_info.py"
 
@@ -164,3 +164,27 @@ def test_without_the_flag_the_headers_are_ignored(tls_server, trusting) -> None:
                context=trusting)
     wss = f"wss://127.0.0.1:{tls_server.port}/request_info/ws"
     assert asyncio.run(request_seen(wss, token_of(html), ssl=trusting)) == ("https", "127.0.0.1")
+
+
+# ---------------------------------------------------------------------------
+# --websocket-compression-level / --websocket-compression-mem-level
+# ---------------------------------------------------------------------------
+
+
+async def negotiated_extensions(url: str) -> list[str]:
+    """The extensions of a Bokeh WebSocket (websockets offers permessage-deflate), after a round trip."""
+    client = await RawBokehClient.connect(url, make_token(), open_timeout=20)
+    try:
+        assert (await asyncio.wait_for(client.recv(), 20)).msgtype == "ACK"
+        await client.send_frames(*frames_of(PROTOCOL.create("PULL-DOC-REQ")))
+        reply = await asyncio.wait_for(client.recv_type("PULL-DOC-REPLY"), 20)
+        assert reply.content["doc"]["roots"]
+        return [extension.name for extension in client.ws.protocol.extensions]
+    finally:
+        await client.close()
+
+
+def test_compression_is_negotiated_only_when_asked(proxied_server) -> None:
+    assert asyncio.run(negotiated_extensions(ws_url(proxied_server))) == []  # Tornado's default: off
+    with live_server(str(APP), "--websocket-compression-level", "9", "--websocket-compression-mem-level", "5") as server:
+        assert asyncio.run(negotiated_extensions(ws_url(server))) == ["permessage-deflate"]

@@ -467,6 +467,32 @@ class TestCompression:
         assert server.ws_factory.bokeh_compression_level == 5
 
 
+    def test_the_level_is_used_for_what_the_server_sends(self, monkeypatch) -> None:
+        import zlib
+        from types import SimpleNamespace
+
+        from autobahn.websocket.compress import PerMessageDeflate
+        from daphne.ws_protocol import WebSocketProtocol
+
+        from bokehserve_django.server import BokehWebSocketProtocol
+
+        monkeypatch.setattr(WebSocketProtocol, "onOpen", lambda self: None)  # daphne's: tells the app
+        protocol = BokehWebSocketProtocol()
+        protocol.factory = SimpleNamespace(bokeh_compression_level=1)
+        negotiated = PerMessageDeflate(True, False, False, 15, 15, 5)
+        protocol._perMessageCompress = negotiated
+        protocol.websocket_extensions_in_use = [negotiated]
+        protocol.onOpen()
+        deflate = protocol._perMessageCompress
+        assert protocol.websocket_extensions_in_use == [deflate]
+        assert (deflate.compression_level, deflate.mem_level) == (1, 5)
+        payload = b"".join(str(i).encode() for i in range(5000))
+        deflate.start_compress_message()
+        wire = deflate.compress_message_data(payload) + deflate.end_compress_message()
+        expected = zlib.compressobj(1, zlib.DEFLATED, -15, 5)
+        assert wire == (expected.compress(payload) + expected.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
 class TestNumProcsZero:
     def test_zero_means_one_per_core(self, recorder, monkeypatch) -> None:
         monkeypatch.setattr(os, "cpu_count", lambda: 3)
