@@ -197,6 +197,18 @@ class TestEveryBokehServeFlag:
                   if name.startswith("--")}
         assert sorted(theirs - known) == []
 
+    def test_each_flag_is_in_the_settings_docs(self) -> None:
+        import argparse
+
+        parser = argparse.ArgumentParser()
+        runbokeh.Command().add_arguments(parser)
+        docs = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+        flags = {name for action in parser._actions if action.help != argparse.SUPPRESS
+                 for name in action.option_strings if name.startswith("--")}
+        flags |= {"--auth-module", "--cookie-secret"}  # hidden from --help, refused with a message
+        flags.discard("--help")
+        assert sorted(flag for flag in flags if f"`{flag}" not in docs) == []
+
 
 @pytest.fixture
 def certificate(tmp_path) -> tuple[Path, Path]:
