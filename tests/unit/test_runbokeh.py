@@ -197,6 +197,13 @@ class TestEveryBokehServeFlag:
                   if name.startswith("--")}
         assert sorted(theirs - known) == []
 
+    def test_help_lists_them(self, capsys) -> None:
+        with pytest.raises(SystemExit):
+            runbokeh.Command().create_parser("manage.py", "runbokeh").parse_args(["--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert "--ssl-certfile CERTFILE" in help_text
+        assert "(default '%(asctime)s %(levelname)s %(name)s: %(message)s')" in help_text
+
     def test_each_flag_is_in_the_settings_docs(self) -> None:
         import argparse
 

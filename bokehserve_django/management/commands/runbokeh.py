@@ -29,12 +29,6 @@ logger = logging.getLogger("bokehserve_django.runbokeh")
 
 _LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-#: The bokeh settings of a --use-config file that runbokeh reads itself (bokeh's own code
-#: reads the others, e.g. validation_level, from the loaded file in every process).
-_CONFIG_KEYS = (
-    "ssl_certfile", "ssl_keyfile", "ssl_password", "ico_path", "xsrf_cookies", "cookie_secret", "auth_module",
-    "secret_key", "sign_sessions", "allowed_ws_origin", "resources", "minified", "py_log_level",
-)
 
 
 def _csv(value: str) -> list[str]:
@@ -86,11 +80,12 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--log-format", metavar="FORMAT",
-            help=f"A Python logging format string for the server log (default {_LOG_FORMAT!r}).",
+            # argparse %-formats help texts: the format's own % signs are doubled.
+            help=f"A Python logging format string for the server log (default {_LOG_FORMAT!r}).".replace("%", "%%"),
         )
         parser.add_argument(
             "--log-file", metavar="PATH",
-            help="Write the server log to this file (appending) instead of standard error.",
+            help="Write the server log to this file (appending); handlers from LOGGING still get it too.",
         )
         parser.add_argument(
             "--use-config", metavar="CONFIG",
@@ -202,7 +197,9 @@ class Command(BaseCommand):
         Loading it into bokeh's settings makes the keys bokeh's code reads itself (resources,
         minified, ico_path, validation_level, ...) take effect in this process the way they
         would under bokeh serve; reloaded and --num-procs processes load it again (their
-        argv has the flag). The keys in _CONFIG_KEYS are also mapped here, like their flags.
+        argv has the flag). The keys our server reads are mapped like their flags: TLS, ico_path
+        and xsrf_cookies through bokeh's settings (serve_options), the BOKEHSERVE ones in
+        _config_overrides, auth_module/cookie_secret refused, py_log_level as --log-level.
         """
         if not path:
             return {}
