@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import ssl
 import subprocess
 import urllib.request
@@ -126,6 +127,34 @@ def test_chromium_opens_the_app_over_https_and_wss(tls_server) -> None:
             browser.close()
     assert protocol == "https"
     assert sockets == [[f"wss://127.0.0.1:{tls_server.port}/request_info/ws", 1]]  # 1: OPEN
+
+
+def test_sigterm_drain_sends_close_frames_over_tls(certificate, trusting) -> None:
+    """The drain (BokehDaphneServer) still closes with 1001 and a reason when TLS wraps the transports."""
+    from websockets.exceptions import ConnectionClosed
+
+    cert, key = certificate
+    server = LiveServer(str(APP), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--drain-timeout", "1")
+
+    async def connect_then_stop() -> tuple[int | None, str]:
+        wss = f"wss://127.0.0.1:{server.port}/request_info/ws"
+        client = await RawBokehClient.connect(wss, make_token(), open_timeout=20, ssl=trusting)
+        assert (await asyncio.wait_for(client.recv(), 20)).msgtype == "ACK"
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(15):
+                while True:
+                    await client.ws.recv()
+        except ConnectionClosed as closed:
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
+
+    try:
+        code, reason = asyncio.run(connect_then_stop())
+        assert code == 1001, f"no close frame (code {code}):\n{server.log}"
+        assert reason
+        assert server.process.wait(15) == 0
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------
