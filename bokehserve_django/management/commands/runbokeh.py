@@ -526,9 +526,13 @@ class Command(BaseCommand):
 
             application = StaticFilesHandler(application)
         if getattr(self, "no_favicon", False):
-            from django.urls import reverse
+            from django.urls import NoReverseMatch, reverse
 
-            application = _NoFavicon(application, reverse("bokehserve_django:favicon"))
+            try:
+                favicon_path = reverse("bokehserve_django:favicon")
+            except NoReverseMatch:  # the project routes our views itself
+                favicon_path = "/favicon.ico"
+            application = _NoFavicon(application, favicon_path)
         return application
 
     def run_workers(self, options: dict[str, Any]) -> None:
