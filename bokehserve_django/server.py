@@ -23,24 +23,33 @@ import argparse
 import asyncio
 import faulthandler
 import io
+import ipaddress
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+import zlib
 from typing import Any
 
 from autobahn.util import encode_truncate
+from autobahn.websocket.compress import (
+    PerMessageDeflate,
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+)
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import ISSLTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .protocol import CloseCode
 
-__all__ = ("BokehDaphneServer", "BokehWebSocketProtocol", "add_drain_timeout_argument")
+__all__ = ("BokehDaphneServer", "BokehWebSocketProtocol", "add_drain_timeout_argument", "apply_xheaders")
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +72,40 @@ def _sendable_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
+class _LeveledPerMessageDeflate(PerMessageDeflate):
+    """permessage-deflate compressing at a chosen zlib level (autobahn always uses zlib's default)."""
+
+    def __init__(self, *args: Any, compression_level: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.compression_level = compression_level
+
+    def start_compress_message(self) -> None:
+        # As PerMessageDeflate.start_compress_message (server side), with our level.
+        if self._compressor is None or self.server_no_context_takeover:
+            self._compressor = zlib.compressobj(
+                self.compression_level, zlib.DEFLATED, -self.server_max_window_bits, self.mem_level
+            )
+
+
 class BokehWebSocketProtocol(WebSocketProtocol):
     """daphne's WebSocket protocol, sending the close reason the application gives."""
+
+    def onOpen(self) -> None:
+        level = getattr(self.factory, "bokeh_compression_level", None)
+        deflate = self._perMessageCompress
+        if level is not None and type(deflate) is PerMessageDeflate:
+            # autobahn builds the extension object from the accepted offer with no way to pass
+            # a zlib level; nothing has been compressed yet, so swap in one that has it.
+            leveled = _LeveledPerMessageDeflate(
+                deflate._is_server, deflate.server_no_context_takeover, deflate.client_no_context_takeover,
+                deflate.server_max_window_bits, deflate.client_max_window_bits, deflate.mem_level,
+                deflate.max_message_size, compression_level=level,
+            )
+            self._perMessageCompress = leveled
+            self.websocket_extensions_in_use = [
+                leveled if extension is deflate else extension for extension in self.websocket_extensions_in_use
+            ]
+        super().onOpen()
 
     def handle_reply(self, message: dict[str, Any]) -> None:
         if message.get("type") == "websocket.send" and self.state == self.STATE_OPEN:
@@ -95,7 +136,56 @@ class BokehWebSocketProtocol(WebSocketProtocol):
 
 
 class BokehDaphneServer(Server):
-    """daphne's Server using BokehWebSocketProtocol for every WebSocket."""
+    """daphne's Server using BokehWebSocketProtocol for every WebSocket.
+
+    Besides daphne's options it takes what ``bokeh serve`` offers and daphne does not:
+
+    - ``tls_context_factory``: serve HTTPS and WSS on every endpoint (a Twisted context
+      factory such as ``twisted.internet.ssl.CertificateOptions``). Wrapping the factory,
+      rather than daphne's ``ssl:`` endpoint strings, allows a key with a password (the
+      string syntax has none) and ``fd:`` endpoints (``runbokeh --num-procs``).
+    - ``use_xheaders``: take the client address and scheme from proxy headers with
+      Tornado's rules (``bokeh serve --use-xheaders``), see ``apply_xheaders``.
+    - ``websocket_compression_level`` / ``websocket_compression_mem_level``: accept
+      permessage-deflate (off unless one is given, as in Tornado).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        tls_context_factory: Any = None,
+        use_xheaders: bool = False,
+        websocket_compression_level: int | None = None,
+        websocket_compression_mem_level: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.tls_context_factory = tls_context_factory
+        self.use_xheaders = use_xheaders
+        self.websocket_compression_level = websocket_compression_level
+        self.websocket_compression_mem_level = websocket_compression_mem_level
+
+    @property
+    def http_factory(self) -> Any:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: Any) -> None:
+        # daphne builds this inside run() and listens with it on every endpoint. A TLS
+        # wrapper is what Twisted's own ssl: endpoints put around it too, so daphne sees
+        # secure requests (isSecure(): scheme "https") and upgrades them to WSS.
+        if self.tls_context_factory is not None:
+            factory = TLSMemoryBIOFactory(self.tls_context_factory, False, factory)
+        self._http_factory = factory
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        if scope.get("type") == "websocket" and "scheme" not in scope:
+            # daphne leaves "scheme" out of WebSocket scopes, which ASGI then reads as "ws",
+            # even over TLS; session_context.request.protocol comes from it.
+            scope["scheme"] = "wss" if ISSLTransport.providedBy(protocol.transport) else "ws"
+        if self.use_xheaders:
+            apply_xheaders(scope)
+        return super().create_application(protocol, scope)
 
     @property
     def ws_factory(self) -> Any:
@@ -108,6 +198,18 @@ class BokehDaphneServer(Server):
         # On a frame over the size limit, send a close frame (1009, with a reason) rather
         # than dropping the TCP connection, so the client learns why.
         factory.setProtocolOptions(failByDrop=False)
+        level, mem_level = self.websocket_compression_level, self.websocket_compression_mem_level
+        if level is not None or mem_level is not None:
+            # As Tornado's compression options: given either, accept a client's
+            # permessage-deflate offer (BokehJS's browsers all make one).
+            def accept(offers: list[Any]) -> Any:
+                for offer in offers:
+                    if isinstance(offer, PerMessageDeflateOffer):
+                        return PerMessageDeflateOfferAccept(offer, mem_level=mem_level)
+                return None
+
+            factory.setProtocolOptions(perMessageCompressionAccept=accept)
+        factory.bokeh_compression_level = level
         self._ws_factory = factory
 
     # -- stopping --------------------------------------------------------------
@@ -247,6 +349,43 @@ class BokehDaphneServer(Server):
         stopped.addErrback(lambda failure: logger.error("Graceful stop failed: %s", failure.getTraceback()))
         stopped.addBoth(lambda _: super(BokehDaphneServer, self).kill_all_applications())
         return stopped
+
+
+def apply_xheaders(scope: dict[str, Any]) -> None:
+    """Rewrite ``scope["client"]`` and ``scope["scheme"]`` from proxy headers, as Tornado's ``xheaders``.
+
+    The address is ``X-Real-Ip`` if given, else the last ``X-Forwarded-For`` entry (the one
+    the nearest proxy added; earlier entries come from the client and can be anything);
+    it is used only if it is a valid IP address. The scheme is ``X-Scheme``, else
+    ``X-Forwarded-Proto`` (its last entry), if it is ``http`` or ``https``; a WebSocket
+    scope gets ``ws``/``wss``. daphne's own proxy headers are not used: they take the
+    first X-Forwarded-For entry and ignore X-Real-Ip, X-Scheme and, for WebSockets, the
+    scheme. Only safe behind a proxy that sets these headers (clients can send them too).
+    """
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    address = None
+    if "x-forwarded-for" in headers:
+        address = headers["x-forwarded-for"].split(",")[-1].strip()
+    address = headers.get("x-real-ip", address)
+    if address:
+        try:
+            address = str(ipaddress.ip_address(address.strip()))
+        except ValueError:
+            address = None
+    if address:
+        scope["client"] = [address, 0]
+    proto = headers.get("x-scheme", headers.get("x-forwarded-proto"))
+    if proto:
+        proto = proto.split(",")[-1].strip().lower()
+        if proto in ("http", "https"):
+            if scope.get("type") == "websocket":
+                scope["scheme"] = "wss" if proto == "https" else "ws"
+            else:
+                scope["scheme"] = proto
 
 
 def _stop_reactor() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,7 +28,10 @@ class LiveServer:
     def __init__(self, *args: str, settings: str = "tests.settings", env: dict[str, str] | None = None,
                  port: int | None = None, startup_timeout: float = 30) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # --ssl-certfile: the server speaks HTTPS; the readiness probe does not check its certificate.
+        tls = "--ssl-certfile" in args or any(arg.startswith("--ssl-certfile=") for arg in args)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self._probe_context = ssl._create_unverified_context() if tls else None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bokehserve-test-{self.port}.log"
         command = [sys.executable, str(ROOT / "manage.py"), "runbokeh", "--settings", settings,
                    "--port", str(self.port), "--address", "127.0.0.1", *args]
@@ -44,7 +48,7 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"runbokeh exited with {self.process.returncode}:\n{self.log}")
             try:
-                urllib.request.urlopen(self.url + "/favicon.ico", timeout=2).read()
+                urllib.request.urlopen(self.url + "/favicon.ico", timeout=2, context=self._probe_context).read()
                 return
             except OSError:
                 time.sleep(0.1)

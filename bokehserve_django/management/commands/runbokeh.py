@@ -28,10 +28,24 @@ from bokehserve_django.server import add_drain_timeout_argument
 logger = logging.getLogger("bokehserve_django.runbokeh")
 
 _LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _int_range(low: int, high: int) -> Any:
+    def convert(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {value!r}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {number}")
+        return number
+
+    return convert
 
 
 class Command(BaseCommand):
@@ -60,7 +74,57 @@ class Command(BaseCommand):
             help="Allow WebSocket connections from this origin (repeatable). Default: the address served.",
         )
         parser.add_argument("--prefix", help="URL prefix for the apps, e.g. 'bokeh' -> /bokeh/<app>.")
-        parser.add_argument("--log-level", choices=_LOG_LEVELS, default="info", help="Level of the server log.")
+        parser.add_argument(
+            "--log-level", choices=_LOG_LEVELS,
+            help="Level of the server log (default info; py_log_level in a --use-config file).",
+        )
+        parser.add_argument(
+            "--log-format", metavar="FORMAT",
+            # argparse %-formats help texts: the format's own % signs are doubled.
+            help=f"A Python logging format string for the server log (default {_LOG_FORMAT!r}).".replace("%", "%%"),
+        )
+        parser.add_argument(
+            "--log-file", metavar="PATH",
+            help="Write the server log to this file (appending); handlers from LOGGING still get it too.",
+        )
+        parser.add_argument(
+            "--use-config", metavar="CONFIG",
+            help="A YAML file of bokeh settings (as for 'bokeh serve --use-config'): ssl_certfile, "
+            "ssl_keyfile, ssl_password, ico_path, secret_key, sign_sessions, allowed_ws_origin, "
+            "resources, minified, py_log_level, xsrf_cookies, ... Flags given here win over it.",
+        )
+        parser.add_argument(
+            "--ssl-certfile", metavar="CERTFILE",
+            help="Serve HTTPS and WSS with this PEM certificate (chain); the key may be in it too. "
+            "Also BOKEH_SSL_CERTFILE.",
+        )
+        parser.add_argument(
+            "--ssl-keyfile", metavar="KEYFILE",
+            help="The PEM private key for --ssl-certfile. Also BOKEH_SSL_KEYFILE; its password in "
+            "BOKEH_SSL_PASSWORD.",
+        )
+        parser.add_argument(
+            "--use-xheaders", action="store_true",
+            help="Behind a proxy: take the client address from X-Real-Ip / X-Forwarded-For and the "
+            "scheme from X-Scheme / X-Forwarded-Proto. Only behind a proxy that sets them.",
+        )
+        parser.add_argument(
+            "--enable-xsrf-cookies", action="store_true",
+            help="Accepted for bokeh serve compatibility: Django's CsrfViewMiddleware already "
+            "protects POST/PUT/DELETE (it must be in MIDDLEWARE). Also BOKEH_XSRF_COOKIES.",
+        )
+        parser.add_argument(
+            "--ico-path", metavar="ICO_PATH",
+            help="A .ico file served as /favicon.ico, or 'none' for no favicon. Also BOKEH_ICO_PATH.",
+        )
+        parser.add_argument(
+            "--websocket-compression-level", type=_int_range(0, 9), metavar="LEVEL",
+            help="Accept permessage-deflate and compress at this zlib level (0-9). Default: no compression.",
+        )
+        parser.add_argument(
+            "--websocket-compression-mem-level", type=_int_range(1, 9), metavar="LEVEL",
+            help="Accept permessage-deflate with this zlib memory level (1-9). Default: no compression.",
+        )
         parser.add_argument("--dev", action="store_true", help="Reload the server when app or project files change.")
         parser.add_argument("--glob", action="store_true", help="Expand APP arguments as glob patterns.")
         parser.add_argument(
@@ -118,7 +182,8 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--num-procs", type=int, default=1, metavar="N",
-            help="Start N server processes sharing one listening socket (needs the Redis channel layer).",
+            help="Start N server processes sharing one listening socket (needs the Redis channel layer); "
+            "0: one per CPU core.",
         )
         parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker of --num-procs
         parser.add_argument("--no-static", action="store_true", help="Do not serve static files (BokehJS) from runbokeh.")
@@ -126,7 +191,57 @@ class Command(BaseCommand):
 
     # -- options -> overrides ------------------------------------------------------
 
-    def build_overrides(self, options: dict[str, Any]) -> dict[str, Any]:
+    def load_config(self, path: str | None) -> dict[str, Any]:
+        """--use-config: load the YAML file with bokeh's own loader, as ``bokeh serve`` does.
+
+        Loading it into bokeh's settings makes the keys bokeh's code reads itself (resources,
+        minified, ico_path, validation_level, ...) take effect in this process the way they
+        would under bokeh serve; reloaded and --num-procs processes load it again (their
+        argv has the flag). The keys our server reads are mapped like their flags: TLS, ico_path
+        and xsrf_cookies through bokeh's settings (serve_options), the BOKEHSERVE ones in
+        _config_overrides, auth_module/cookie_secret refused, py_log_level as --log-level.
+        """
+        if not path:
+            return {}
+        from bokeh.settings import settings as bokeh_env_settings
+
+        try:
+            bokeh_env_settings.load_config(path)
+        except RuntimeError as exc:
+            raise CommandError(
+                f"--use-config {path}: {exc}. It must be a readable YAML file of 'name: value' lines "
+                "(bokeh settings, e.g. 'ssl_certfile: /etc/ssl/bokeh.pem')."
+            ) from exc
+        # bokeh stores whatever the YAML holds; its own lookups need a mapping (an empty
+        # file loads as None), so anything else is reset before it breaks them later.
+        config = bokeh_env_settings._config_override
+        if config is None:
+            bokeh_env_settings._config_override = config = {}
+        if not isinstance(config, dict):
+            bokeh_env_settings._config_override = {}
+            raise CommandError(f"--use-config {path}: expected 'name: value' lines, found a {type(config).__name__}.")
+        return dict(config)
+
+    def _log_config(self, path: str, config: dict[str, Any]) -> None:
+        from bokeh.settings import PrioritizedSetting, settings as bokeh_env_settings
+
+        logger.info("Using override config file: %s", path)
+        known = {
+            setting.name for setting in vars(type(bokeh_env_settings)).values() if isinstance(setting, PrioritizedSetting)
+        }
+        unknown = sorted(set(config) - known)
+        if unknown:
+            # bokeh ignores them too; say so, since serve options (port, address, ...) are not
+            # settings and a file holding them would otherwise look like it was obeyed.
+            logger.warning(
+                "--use-config %s: ignoring %s: not bokeh settings (give serve options such as --port as "
+                "flags; the file takes bokeh settings such as ssl_certfile, ico_path, secret_key)",
+                path, ", ".join(map(repr, unknown)),
+            )
+
+    def build_overrides(self, options: dict[str, Any], config: dict[str, Any] | None = None) -> dict[str, Any]:
+        if config is None:
+            config = self.load_config(options.get("use_config"))
         paths = registry.expand_app_paths(options["apps"], use_glob=options["glob"])
         extra_apps: dict[str, Any] = {}
         for app_path in paths:
@@ -160,18 +275,24 @@ class Command(BaseCommand):
             "mem_log_frequency": "MEM_LOG_FREQUENCY",
             "drain_timeout": "DRAIN_TIMEOUT",
         }
+        # Settings from --use-config first, so that flags (below) win, as under bokeh serve.
+        overrides.update(_config_overrides(config, options.get("use_config")))
         for option, key in mapping.items():
             if options.get(option) is not None:
                 overrides[key] = options[option]
-        if options["auth_module"]:
+        if options["auth_module"] or config.get("auth_module"):
             raise CommandError(
                 "--auth-module is not supported: sign-in is Django's here. Protect apps with an access policy "
                 "instead, e.g. BOKEHSERVE['APPS']['myapp'] = {'app': ..., 'access': 'login'} (see docs/security.md)."
             )
-        if options["cookie_secret"]:
+        if options["cookie_secret"] or config.get("cookie_secret"):
+            # Refused rather than ignored: a secret handed over for a purpose should not be
+            # dropped silently. The environment variable only gets a warning (inner_run), as
+            # it may be left over in an environment that is otherwise fine.
             raise CommandError(
-                "--cookie-secret is not needed: Django's SECRET_KEY signs cookies, and session tokens are "
-                "signed with BOKEHSERVE['SECRET_KEY'] (derived from SECRET_KEY by default)."
+                "--cookie-secret is not needed: Django's SECRET_KEY signs cookies (set_signed_cookie / "
+                "get_signed_cookie), and session tokens are signed with BOKEHSERVE['SECRET_KEY'] (derived "
+                "from SECRET_KEY by default). Remove the flag (or cookie_secret from the --use-config file)."
             )
         if options["session_ids"]:
             overrides["SIGN_SESSIONS"] = options["session_ids"] != "unsigned"
@@ -185,13 +306,23 @@ class Command(BaseCommand):
     # -- running -----------------------------------------------------------------
 
     def handle(self, *args: Any, **options: Any) -> None:
+        config = self.load_config(options["use_config"])
+        # Logging first, so that what the checks below log goes where --log-file says.
+        self._configure_logging(
+            options["log_level"] or _config_log_level(config.get("py_log_level")) or "info",
+            options["log_format"] or _LOG_FORMAT,
+            options["log_file"],
+        )
+        if options["use_config"]:
+            self._log_config(options["use_config"], config)
         try:
-            overrides = self.build_overrides(options)
+            overrides = self.build_overrides(options, config)
         except InvalidAppSpec as exc:
             raise CommandError(str(exc)) from exc
         os.environ[OVERRIDES_ENV] = json.dumps(overrides)
         bokeh_settings.reload()
         registry.reset()
+        self.server_options = self.serve_options(options)
         if not getattr(settings, "ASGI_APPLICATION", None):
             raise CommandError("You have not set ASGI_APPLICATION, which is needed to run the server.")
         if not settings.DEBUG and not settings.ALLOWED_HOSTS:
@@ -199,7 +330,9 @@ class Command(BaseCommand):
                 "ALLOWED_HOSTS is empty while DEBUG is False, so every request would be refused. "
                 "Set ALLOWED_HOSTS to the names this server answers to."
             )
-        self._configure_logging(options["log_level"])
+        if options["num_procs"] == 0:
+            # As bokeh serve: 0 means one process per core.
+            options["num_procs"] = os.cpu_count() or 1
         if options["num_procs"] > 1:
             self.run_workers(options)
             return
@@ -209,15 +342,119 @@ class Command(BaseCommand):
         else:
             self.inner_run(**options)
 
-    def _configure_logging(self, level_name: str) -> None:
+    def _configure_logging(self, level_name: str, log_format: str, log_file: str | None) -> None:
         level = logging.DEBUG if level_name == "trace" else getattr(logging, level_name.upper())
+        explicit = bool(log_file) or log_format != _LOG_FORMAT
+        handler: logging.Handler
+        if log_file:
+            try:
+                handler = logging.FileHandler(log_file)
+            except OSError as exc:
+                raise CommandError(f"--log-file {log_file}: cannot open it for writing ({exc}).") from exc
+        else:
+            handler = logging.StreamHandler()
+        try:
+            handler.setFormatter(logging.Formatter(log_format))
+            handler.format(logging.makeLogRecord({"msg": "check"}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CommandError(
+                f"--log-format {log_format!r} is not a Python logging format ({exc}); "
+                "e.g. '%(asctime)s %(levelname)s %(message)s'."
+            ) from exc
+        handler._runbokeh = True  # type: ignore[attr-defined]
+        if explicit:
+            # bokeh logs through a stderr handler of its own (bokeh.util.logconfig); asked for
+            # a file or format, bokeh's messages go there too, as bokeh serve's basicConfig does.
+            from bokeh.util import logconfig
+
+            if logconfig.default_handler is not None:
+                logging.getLogger("bokeh").removeHandler(logconfig.default_handler)
+        root_configured = bool(logging.getLogger().handlers)
         for name in ("bokehserve_django", "bokeh"):
             log = logging.getLogger(name)
+            for old in [h for h in log.handlers if getattr(h, "_runbokeh", False)]:
+                log.removeHandler(old)  # ours from an earlier run in this process (--dev, tests)
+                old.close()
             log.setLevel(level if name == "bokehserve_django" else max(level, logging.WARNING))
-            if not log.handlers and not logging.getLogger().handlers:
-                handler = logging.StreamHandler()
-                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            # Without a file or format asked for, the project's LOGGING (or bokeh's own
+            # handler) stays in charge where it configured something.
+            if explicit or (not log.handlers and not root_configured):
                 log.addHandler(handler)
+
+    def serve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Server kwargs for bokeh serve's TLS, proxy and compression flags; checks the Django-side ones.
+
+        Values come with bokeh's own precedence (flag, then --use-config file, then BOKEH_*
+        variable), read through bokeh's settings as bokeh serve reads them.
+        """
+        from bokeh.settings import settings as bokeh_env_settings
+
+        kwargs: dict[str, Any] = {}
+        certfile = bokeh_env_settings.ssl_certfile(options["ssl_certfile"])
+        keyfile = bokeh_env_settings.ssl_keyfile(options["ssl_keyfile"])
+        if keyfile and not certfile:
+            raise CommandError("--ssl-keyfile (or BOKEH_SSL_KEYFILE) needs --ssl-certfile (or BOKEH_SSL_CERTFILE) too.")
+        if certfile:
+            if options["unix_socket"]:
+                raise CommandError(
+                    "--ssl-certfile cannot be combined with --unix-socket: a unix socket is for a proxy "
+                    "on the same machine, which terminates TLS itself."
+                )
+            kwargs["tls_context_factory"] = tls_context_factory(certfile, keyfile, bokeh_env_settings.ssl_password())
+        if options["use_xheaders"]:
+            kwargs["use_xheaders"] = True
+        for name in ("websocket_compression_level", "websocket_compression_mem_level"):
+            if options[name] is not None:
+                kwargs[name] = options[name]
+        try:
+            # Only a true flag is an immediate value: False would hide BOKEH_XSRF_COOKIES.
+            xsrf = bokeh_env_settings.xsrf_cookies(True if options["enable_xsrf_cookies"] else None)
+        except ValueError as exc:
+            raise CommandError(f"BOKEH_XSRF_COOKIES: {exc}") from exc
+        if xsrf:
+            self._check_csrf_middleware()
+        if os.environ.get("BOKEH_COOKIE_SECRET"):
+            logger.warning(
+                "BOKEH_COOKIE_SECRET is set but not used: Django's SECRET_KEY signs cookies here "
+                "(set_signed_cookie / get_signed_cookie); unset the variable to silence this."
+            )
+        if options["ico_path"]:
+            value = options["ico_path"]
+            # A user-set value outranks a --use-config file and BOKEH_ICO_PATH, as a flag
+            # does in bokeh serve; views.favicon reads this setting on each request.
+            bokeh_env_settings.ico_path.set_value(
+                value if value.lower() in ("none", "default") else os.path.abspath(value)
+            )
+        try:
+            ico_path = bokeh_env_settings.ico_path()
+        except ValueError as exc:
+            raise CommandError(f"--ico-path / BOKEH_ICO_PATH: {exc}; give a .ico file or 'none'.") from exc
+        self.no_favicon = ico_path == "none"
+        if not self.no_favicon and not os.path.isfile(ico_path):
+            raise CommandError(f"The favicon {ico_path} (--ico-path / BOKEH_ICO_PATH) is not a file.")
+        return kwargs
+
+    def _check_csrf_middleware(self) -> None:
+        from django.middleware.csrf import CsrfViewMiddleware
+        from django.utils.module_loading import import_string
+
+        def is_csrf(path: str) -> bool:
+            try:
+                middleware = import_string(path)
+            except ImportError:
+                return False
+            return isinstance(middleware, type) and issubclass(middleware, CsrfViewMiddleware)
+
+        if not any(is_csrf(path) for path in settings.MIDDLEWARE):
+            raise CommandError(
+                "--enable-xsrf-cookies (or BOKEH_XSRF_COOKIES) asks for XSRF protection, but "
+                "django.middleware.csrf.CsrfViewMiddleware is not in MIDDLEWARE. Add it: Django's CSRF "
+                "middleware is what protects POST/PUT/PATCH/DELETE here."
+            )
+        logger.info(
+            "--enable-xsrf-cookies: nothing to switch on; Django's CsrfViewMiddleware (in MIDDLEWARE) "
+            "checks a CSRF token on every POST/PUT/PATCH/DELETE (cookie settings: CSRF_COOKIE_*)."
+        )
 
     def _watch_app_files(self, sender: Any, **kwargs: Any) -> None:
         for entry in registry.registered_apps().values():
@@ -240,7 +477,10 @@ class Command(BaseCommand):
         for name, entry in sorted(apps.items()):
             state = "FAILED to load, see above" if entry.load_error else "ready"
             logger.info("Bokeh app %r at %s/%s (%s)", name, base_url, self.app_path(name), state)
-        logger.info("Starting Bokeh server (daphne) on %s", ", ".join(endpoints))
+        logger.info(
+            "Starting Bokeh server (daphne) on %s%s", ", ".join(endpoints),
+            " with TLS (HTTPS and WSS)" if "tls_context_factory" in self.server_options else "",
+        )
         if options["show"]:
             first = sorted(apps)[0]
             webbrowser.open(f"{base_url}/{self.app_path(first)}")
@@ -262,6 +502,7 @@ class Command(BaseCommand):
             application_close_timeout=10,
             ready_callable=self._on_ready,
             verbosity=1,
+            **self.server_options,
         )
         server.run()
 
@@ -284,6 +525,14 @@ class Command(BaseCommand):
             from bokehserve_django.staticfiles import StaticFilesHandler
 
             application = StaticFilesHandler(application)
+        if getattr(self, "no_favicon", False):
+            from django.urls import NoReverseMatch, reverse
+
+            try:
+                favicon_path = reverse("bokehserve_django:favicon")
+            except NoReverseMatch:  # the project routes our views itself
+                favicon_path = "/favicon.ico"
+            application = _NoFavicon(application, favicon_path)
         return application
 
     def run_workers(self, options: dict[str, Any]) -> None:
@@ -348,11 +597,124 @@ class Command(BaseCommand):
         if options["unix_socket"]:
             return f"unix:{options['unix_socket']}"
         host = "localhost" if options["address"] in ("127.0.0.1", "0.0.0.0", "::") else options["address"]
-        return f"http://{host}:{options['port']}"
+        scheme = "https" if "tls_context_factory" in getattr(self, "server_options", {}) else "http"
+        return f"{scheme}://{host}:{options['port']}"
 
     def app_path(self, name: str) -> str:
         prefix = bokeh_settings.prefix
         return f"{prefix}/{name}" if prefix else name
+
+
+def tls_context_factory(certfile: str, keyfile: str | None, password: str | None) -> Any:
+    """A Twisted TLS context for ``certfile`` (PEM, may hold the chain and the key) and ``keyfile``.
+
+    Loaded here, not through daphne's ``ssl:`` endpoint string, because that string has
+    no way to give the key's password (BOKEH_SSL_PASSWORD); loading at start-up also
+    reports a wrong path, password or key at once instead of when daphne listens.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from twisted.internet.ssl import CertificateOptions
+
+    def read(path: str, what: str) -> bytes:
+        try:
+            with open(path, "rb") as file:
+                return file.read()
+        except OSError as exc:
+            raise CommandError(f"Cannot read the TLS {what} {path}: {exc.strerror}.") from exc
+
+    cert_data = read(certfile, "certificate (--ssl-certfile / BOKEH_SSL_CERTFILE)")
+    key_path = keyfile or certfile
+    key_data = read(key_path, "key (--ssl-keyfile / BOKEH_SSL_KEYFILE)") if keyfile else cert_data
+    try:
+        chain = x509.load_pem_x509_certificates(cert_data)
+    except ValueError as exc:
+        raise CommandError(f"{certfile} holds no PEM certificate (-----BEGIN CERTIFICATE-----): {exc}") from exc
+    try:
+        key = serialization.load_pem_private_key(key_data, password.encode() if password else None)
+    except TypeError as exc:  # encrypted without a password, or a password for a plain key
+        hint = ("set BOKEH_SSL_PASSWORD to its password" if not password
+                else "it is not encrypted: unset BOKEH_SSL_PASSWORD")
+        raise CommandError(f"Cannot load the TLS key in {key_path}: {exc}; {hint}.") from exc
+    except ValueError as exc:
+        more = " (--ssl-certfile without --ssl-keyfile needs the key in the same file)" if not keyfile else ""
+        raise CommandError(
+            f"Cannot load the TLS key in {key_path}{more}: {exc}. Is BOKEH_SSL_PASSWORD right?"
+        ) from exc
+    # cryptography objects, not pyOpenSSL's PKey/X509: pyOpenSSL 24+ deprecates those, and
+    # CertificateOptions hands whatever it gets to the OpenSSL context.
+    options = CertificateOptions(privateKey=key, certificate=chain[0], extraCertChain=chain[1:])
+    try:
+        options.getContext()  # checks that the key belongs to the certificate
+    except Exception as exc:
+        raise CommandError(f"The TLS key in {key_path} does not match the certificate in {certfile}: {exc}") from exc
+    return options
+
+
+class _NoFavicon:
+    """``--ico-path none``: 404 at /favicon.ico, as bokeh serve answers then.
+
+    views.favicon always serves an icon (it opens bokeh's ico_path setting), so the run
+    answers in front of it instead.
+    """
+
+    def __init__(self, application: Any, path: str) -> None:
+        self.application = application
+        self.path = path
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": b"No favicon (--ico-path none).\n"})
+            return
+        await self.application(scope, receive, send)
+
+
+def _config_overrides(config: dict[str, Any], path: str | None) -> dict[str, Any]:
+    """The BOKEHSERVE overrides that a --use-config file's keys stand for."""
+    overrides: dict[str, Any] = {}
+    for name, key, convert in (
+        ("secret_key", "SECRET_KEY", str),
+        ("sign_sessions", "SIGN_SESSIONS", _config_bool),
+        ("allowed_ws_origin", "ALLOWED_ORIGINS", _config_list),
+        ("resources", "RESOURCES", str),
+        ("minified", "MINIFIED", _config_bool),
+    ):
+        if config.get(name) is not None:
+            try:
+                overrides[key] = convert(config[name])
+            except ValueError as exc:
+                raise CommandError(f"--use-config {path}: {name}: {exc}") from exc
+    return overrides
+
+
+def _config_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    from bokeh.settings import convert_bool
+
+    return convert_bool(str(value))
+
+
+def _config_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return _csv(value)
+    if isinstance(value, list | tuple):
+        return [str(item) for item in value]
+    raise ValueError(f"expected a list of host[:port] strings, got {value!r}")
+
+
+def _config_log_level(value: Any) -> str | None:
+    """A --use-config py_log_level as a --log-level choice (bokeh also spells warn and fatal)."""
+    if value is None:
+        return None
+    name = {"warn": "warning", "fatal": "critical"}.get(str(value).lower(), str(value).lower())
+    if name == "none":
+        return "critical"
+    if name not in _LOG_LEVELS:
+        raise CommandError(f"--use-config: py_log_level {value!r} is not one of {', '.join(_LOG_LEVELS)}.")
+    return name
 
 
 def _without_option(argv: list[str], option: str) -> list[str]:
