@@ -128,9 +128,15 @@ def test_static_files_come_from_nginx(cluster) -> None:
     assert status == 200 and len(body) > 100_000
     assert "javascript" in headers["Content-Type"]
     assert headers.get("Cache-Control") == "max-age=604800", headers  # nginx's "expires 7d"
-    line = [
-        entry for entry in cluster.nginx.access_log.splitlines() if "/static/bokeh/js/bokeh.min.js" in entry
-    ]
+    # nginx writes the access-log line after the response has gone out: wait for it.
+    deadline = time.monotonic() + 5
+    while True:
+        line = [
+            entry for entry in cluster.nginx.access_log.splitlines() if "/static/bokeh/js/bokeh.min.js" in entry
+        ]
+        if line or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert line and line[-1].endswith("upstream=-"), f"static file went upstream: {line}"
 
 
