@@ -27,6 +27,7 @@ class Messages:
     )
     BAD_SETTINGS = "BOKEHSERVE is invalid: {error}"
     APP_FAILED = "Bokeh application {name!r} failed to load: {error}"
+    BAD_ENVIRONMENT = "The environment variable {error}"
     ORIGIN_WILDCARD = (
         "BOKEHSERVE['ALLOWED_ORIGINS'] contains '*' while DEBUG is False; any site can open Bokeh sessions here."
     )
@@ -62,6 +63,10 @@ class Hints:
     )
     BAD_SETTINGS = "See bokehserve_django/conf.py or docs/settings.md for the valid keys and values."
     APP_FAILED = "Fix the app (the traceback is in the log above), or remove it from BOKEHSERVE['APPS']."
+    BAD_ENVIRONMENT = (
+        "Give {variable} a valid value or unset it; docs/settings.md (\"Environment variables from bokeh serve\") "
+        "lists what each BOKEH_* variable takes."
+    )
     ORIGIN_WILDCARD = "List the origins that embed your apps, e.g. ['example.com', 'app.example.com:8443']."
     IN_MEMORY_LAYER = "Use channels_redis.core.RedisChannelLayer when you run more than one process."
     UNSIGNED_SESSIONS = "Remove SIGN_SESSIONS (it defaults to True when DEBUG is False) or set it to True."
@@ -88,6 +93,7 @@ class Codes:
     NO_FINDER = "bokehserve_django.E002"
     BAD_SETTINGS = "bokehserve_django.E003"
     APP_FAILED = "bokehserve_django.E004"
+    BAD_ENVIRONMENT = "bokehserve_django.E006"
     ORIGIN_WILDCARD = "bokehserve_django.W001"
     IN_MEMORY_LAYER = "bokehserve_django.W002"
     UNSIGNED_SESSIONS = "bokehserve_django.W003"
@@ -102,18 +108,45 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors: list[Error] = []
     if not getattr(settings, "CHANNEL_LAYERS", None):
         errors.append(Error(Messages.NO_CHANNEL_LAYERS, hint=Hints.NO_CHANNEL_LAYERS, id=Codes.NO_CHANNEL_LAYERS))
-    try:
-        resources = bokeh_settings.RESOURCES
-        apps_spec = bokeh_settings.APPS
-    except ImproperlyConfigured as exc:
-        errors.append(Error(Messages.BAD_SETTINGS.format(error=exc), hint=Hints.BAD_SETTINGS, id=Codes.BAD_SETTINGS))
-        return errors
+    value_errors = _check_values()
+    if value_errors:
+        return errors + value_errors
+    resources = bokeh_settings.RESOURCES
+    apps_spec = bokeh_settings.APPS
     finders = getattr(settings, "STATICFILES_FINDERS", [])
     if resources == "server" and FINDER not in finders:
         errors.append(Error(Messages.NO_FINDER, hint=Hints.NO_FINDER, id=Codes.NO_FINDER))
     if apps_spec:
         errors.extend(_check_apps())
     errors.extend(_check_redis_hosts())
+    return errors
+
+
+def _check_values() -> list[Error]:
+    """Resolve every setting, so that a bad value stops `check` (and runbokeh) instead of a first page."""
+    from .conf import DEFAULTS
+    from .exceptions import InvalidEnvironmentVariable
+
+    try:
+        # A BOKEHSERVE that is no dict or has an unknown key would fail every key alike: say it once.
+        bokeh_settings.user_settings  # noqa: B018
+        bokeh_settings.run_overrides  # noqa: B018
+    except ImproperlyConfigured as exc:
+        return [Error(Messages.BAD_SETTINGS.format(error=exc), hint=Hints.BAD_SETTINGS, id=Codes.BAD_SETTINGS)]
+    errors: list[Error] = []
+    for name in DEFAULTS:
+        try:
+            getattr(bokeh_settings, name)
+        except InvalidEnvironmentVariable as exc:
+            errors.append(
+                Error(
+                    Messages.BAD_ENVIRONMENT.format(error=exc),
+                    hint=Hints.BAD_ENVIRONMENT.format(variable=exc.variable),
+                    id=Codes.BAD_ENVIRONMENT,
+                )
+            )
+        except ImproperlyConfigured as exc:
+            errors.append(Error(Messages.BAD_SETTINGS.format(error=exc), hint=Hints.BAD_SETTINGS, id=Codes.BAD_SETTINGS))
     return errors
 
 

@@ -118,3 +118,57 @@ def __getattr__(name: str):
     if name == "wrapped_router":
         return LifecycleMiddleware(_site_router())
     raise AttributeError(name)
+
+
+class TestBadValues:
+    """Every invalid value stops `check`, under the name the user wrote (E003 for BOKEHSERVE, E006 for BOKEH_*)."""
+
+    def test_bokehserve_boolean_that_is_not_a_boolean(self, settings) -> None:
+        settings.BOKEHSERVE = {"SIGN_SESSIONS": "maybe"}
+        assert check_configuration() == [
+            Error(
+                Messages.BAD_SETTINGS.format(error="BOKEHSERVE['SIGN_SESSIONS'] must be True or False (or None), not 'maybe'."),
+                hint=Hints.BAD_SETTINGS,
+                id=Codes.BAD_SETTINGS,
+            )
+        ]
+
+    def test_every_bad_key_is_reported(self, settings) -> None:
+        settings.BOKEHSERVE = {"KEEP_ALIVE": -1, "MINIFIED": "no", "PREFIX": 3}
+        errors = check_configuration()
+        assert [e.id for e in errors] == [Codes.BAD_SETTINGS] * 3
+        for key in ("KEEP_ALIVE", "MINIFIED", "PREFIX"):
+            assert any(f"BOKEHSERVE[{key!r}] must be" in e.msg for e in errors), key
+
+    def test_environment_variable(self, settings, monkeypatch) -> None:
+        from bokehserve_django.conf import bokeh_settings
+
+        monkeypatch.setenv("BOKEH_SIGN_SESSIONS", "maybe")
+        bokeh_settings.reload()
+        try:
+            assert check_configuration() == [
+                Error(
+                    Messages.BAD_ENVIRONMENT.format(
+                        error="BOKEH_SIGN_SESSIONS='maybe' is not valid: it must be true or false (or 1/0, yes/no, "
+                        "on/off) (it sets BOKEHSERVE['SIGN_SESSIONS'])."
+                    ),
+                    hint=Hints.BAD_ENVIRONMENT.format(variable="BOKEH_SIGN_SESSIONS"),
+                    id=Codes.BAD_ENVIRONMENT,
+                )
+            ]
+        finally:
+            monkeypatch.delenv("BOKEH_SIGN_SESSIONS")
+            bokeh_settings.reload()
+
+    def test_environment_value_valid_in_form_but_not_in_range(self, settings, monkeypatch) -> None:
+        from bokehserve_django.conf import bokeh_settings
+
+        monkeypatch.setenv("BOKEH_RESOURCES", "nowhere")
+        bokeh_settings.reload()
+        try:
+            errors = check_configuration()
+            assert [e.id for e in errors] == [Codes.BAD_ENVIRONMENT]
+            assert "BOKEH_RESOURCES='nowhere' is not valid: it must be one of server, cdn, inline" in errors[0].msg
+        finally:
+            monkeypatch.delenv("BOKEH_RESOURCES")
+            bokeh_settings.reload()
