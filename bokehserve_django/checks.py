@@ -28,6 +28,10 @@ class Messages:
     BAD_SETTINGS = "BOKEHSERVE is invalid: {error}"
     APP_FAILED = "Bokeh application {name!r} failed to load: {error}"
     BAD_ENVIRONMENT = "The environment variable {error}"
+    NO_WEBSOCKET_ROUTE = (
+        "ASGI_APPLICATION {path!r} does not route Bokeh WebSockets: a WebSocket to {ws_path!r} reaches no "
+        "bokehserve_django consumer, so app pages load but their plots never connect."
+    )
     ORIGIN_WILDCARD = (
         "BOKEHSERVE['ALLOWED_ORIGINS'] contains '*' while DEBUG is False; any site can open Bokeh sessions here."
     )
@@ -63,6 +67,13 @@ class Hints:
     )
     BAD_SETTINGS = "See bokehserve_django/conf.py or docs/settings.md for the valid keys and values."
     APP_FAILED = "Fix the app (the traceback is in the log above), or remove it from BOKEHSERVE['APPS']."
+    NO_WEBSOCKET_ROUTE = (
+        "In your asgi.py, wrap Django's application: "
+        "from bokehserve_django.routing import bokeh_asgi_application; "
+        "application = bokeh_asgi_application(get_asgi_application()). "
+        "Or route bokehserve_django.routing.websocket_urlpatterns under \"websocket\" in your own "
+        "ProtocolTypeRouter (see docs/cluster.md)."
+    )
     BAD_ENVIRONMENT = (
         "Give {variable} a valid value or unset it; docs/settings.md (\"Environment variables from bokeh serve\") "
         "lists what each BOKEH_* variable takes."
@@ -93,6 +104,7 @@ class Codes:
     NO_FINDER = "bokehserve_django.E002"
     BAD_SETTINGS = "bokehserve_django.E003"
     APP_FAILED = "bokehserve_django.E004"
+    NO_WEBSOCKET_ROUTE = "bokehserve_django.E005"
     BAD_ENVIRONMENT = "bokehserve_django.E006"
     ORIGIN_WILDCARD = "bokehserve_django.W001"
     IN_MEMORY_LAYER = "bokehserve_django.W002"
@@ -243,6 +255,74 @@ def _passes_through_lifecycle(application: Any, depth: int = 8) -> bool:
         if application is None:
             return False
     return False
+
+
+def _routes_to_bokeh(application: Any, path: str, depth: int = 16) -> bool | None:
+    """Whether a WebSocket to ``path`` (no leading slash) reaches BokehConsumer; None: cannot tell.
+
+    Walks the ASGI app as Channels would route it, without calling anything: ProtocolTypeRouter's
+    "websocket" entry, middleware (by _WRAPPED_ATTRIBUTES) and URLRouter patterns, which resolve
+    without I/O. An app we cannot see into (a plain function, say) gives None, never an error.
+    """
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from django.core.handlers.asgi import ASGIHandler
+    from django.urls import Resolver404
+
+    from .consumers import BokehConsumer
+
+    for _ in range(depth):
+        consumer_class = getattr(application, "consumer_class", None)
+        if consumer_class is not None:
+            return isinstance(consumer_class, type) and issubclass(consumer_class, BokehConsumer)
+        if isinstance(application, ProtocolTypeRouter):
+            if "websocket" not in application.application_mapping:
+                return False
+            application = application.application_mapping["websocket"]
+            continue
+        if isinstance(application, URLRouter):
+            for route in application.routes:
+                try:
+                    match = route.pattern.match(path)
+                except Resolver404:
+                    continue
+                if match:
+                    return _routes_to_bokeh(route.callback, match[0], depth - 1)
+            return False
+        if isinstance(application, ASGIHandler):
+            return False  # Django's own handler: HTTP only, it refuses every WebSocket
+        application = next(
+            (getattr(application, name) for name in _WRAPPED_ATTRIBUTES if getattr(application, name, None) is not None),
+            None,
+        )
+        if application is None:
+            return None
+    return None
+
+
+@register(Tags.compatibility)
+def check_websocket_routing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E005: ASGI_APPLICATION must send /<app>/ws to our consumer (a bare get_asgi_application() does not)."""
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return []  # runbokeh and daphne say so themselves
+    from django.utils.module_loading import import_string
+
+    try:
+        application = import_string(path)
+        names = list(bokeh_settings.APPS)
+    except Exception:
+        return []  # the server reports an unimportable ASGI_APPLICATION; E003/E006 report bad settings
+    # Any registered name will do (the route takes every name); "app" when none is registered yet.
+    ws_path = "/".join(part for part in (bokeh_settings.prefix, names[0] if names else "app", "ws") if part)
+    if _routes_to_bokeh(application, ws_path) is not False:
+        return []
+    return [
+        Error(
+            Messages.NO_WEBSOCKET_ROUTE.format(path=path, ws_path="/" + ws_path),
+            hint=Hints.NO_WEBSOCKET_ROUTE,
+            id=Codes.NO_WEBSOCKET_ROUTE,
+        )
+    ]
 
 
 @register(Tags.compatibility, deploy=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from django.core.checks import Error, Warning
 
 from bokehserve_django import registry
@@ -117,6 +118,24 @@ def __getattr__(name: str):
         return _site_router()
     if name == "wrapped_router":
         return LifecycleMiddleware(_site_router())
+    if name == "plain_django":
+        from django.core.asgi import get_asgi_application
+
+        return get_asgi_application()
+    if name == "http_only_router":
+        from channels.routing import ProtocolTypeRouter
+        from django.core.asgi import get_asgi_application
+
+        return ProtocolTypeRouter({"http": get_asgi_application()})
+    if name == "other_consumers_only":
+        from channels.generic.websocket import WebsocketConsumer
+        from channels.routing import ProtocolTypeRouter, URLRouter
+        from django.core.asgi import get_asgi_application
+        from django.urls import path
+
+        return ProtocolTypeRouter(
+            {"http": get_asgi_application(), "websocket": URLRouter([path("chat/", WebsocketConsumer.as_asgi())])}
+        )
     raise AttributeError(name)
 
 
@@ -172,3 +191,55 @@ class TestBadValues:
         finally:
             monkeypatch.delenv("BOKEH_RESOURCES")
             bokeh_settings.reload()
+
+
+class TestWebSocketRoutingCheck:
+    """E005: an ASGI_APPLICATION that sends no /<app>/ws to our consumer (pages load, plots never connect)."""
+
+    def expected(self, path: str, ws_path: str = "/echo/ws") -> list[Error]:
+        return [
+            Error(
+                Messages.NO_WEBSOCKET_ROUTE.format(path=path, ws_path=ws_path),
+                hint=Hints.NO_WEBSOCKET_ROUTE,
+                id=Codes.NO_WEBSOCKET_ROUTE,
+            )
+        ]
+
+    @pytest.mark.parametrize("name", ["plain_django", "http_only_router", "other_consumers_only"])
+    def test_unrouted_applications_are_errors(self, settings, name: str) -> None:
+        from bokehserve_django.checks import check_websocket_routing
+
+        settings.ASGI_APPLICATION = f"tests.unit.test_checks.{name}"
+        assert check_websocket_routing() == self.expected(settings.ASGI_APPLICATION)
+
+    def test_the_path_carries_the_prefix(self, settings) -> None:
+        from bokehserve_django.checks import check_websocket_routing
+
+        settings.BOKEHSERVE = {**settings.BOKEHSERVE, "PREFIX": "/bokeh/"}
+        settings.ASGI_APPLICATION = "tests.unit.test_checks.plain_django"
+        assert check_websocket_routing() == self.expected(settings.ASGI_APPLICATION, "/bokeh/echo/ws")
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "tests.asgi.application",  # bokeh_asgi_application(): LifecycleMiddleware, SessionAuthMiddleware
+            "tests.cluster.custom_asgi.application",  # a site's own ProtocolTypeRouter + AuthMiddlewareStack
+            "tests.unit.test_checks.bare_router",
+            "tests.unit.test_checks.wrapped_router",
+        ],
+    )
+    def test_routed_applications_pass(self, settings, path: str) -> None:
+        from bokehserve_django.checks import check_websocket_routing
+
+        settings.ASGI_APPLICATION = path
+        assert check_websocket_routing() == []
+
+    def test_an_opaque_application_is_given_the_benefit_of_the_doubt(self, settings) -> None:
+        from bokehserve_django.checks import check_websocket_routing
+
+        settings.ASGI_APPLICATION = "tests.unit.test_checks.opaque_application"
+        assert check_websocket_routing() == []
+
+
+async def opaque_application(scope, receive, send) -> None:
+    """An ASGI app the check cannot look into (it may route WebSockets in any way)."""
