@@ -58,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "CHECK_UNUSED_SESSIONS": 17_000,
     # Milliseconds a session may stay without any connection before it is destroyed.
     "UNUSED_SESSION_LIFETIME": 15_000,
-    # Milliseconds between WebSocket pings (runbokeh / daphne ping interval); 0: none.
+    # Milliseconds between WebSocket pings; 0: none. Applied by runbokeh only: daphne
+    # (python -m bokehserve_django.daphne) takes --ping-interval SECONDS instead.
     "KEEP_ALIVE": 37_000,
     # Bytes: largest WebSocket message accepted (runbokeh sets daphne's limit from it).
     "WEBSOCKET_MAX_MESSAGE_SIZE": 20 * 1024 * 1024,
