@@ -234,7 +234,8 @@ class BokehServeSettings:
                 raise InvalidEnvironmentVariable(variable, raw or "", f"it must be {exc} (it sets BOKEHSERVE[{name!r}]).") from exc
             raise ImproperlyConfigured(f"BOKEHSERVE[{name!r}] must be {exc}, not {value!r}.") from exc
         if name == "APPS":
-            value = {**value, **overrides.get("EXTRA_APPS", {})}
+            extra = overrides.get("EXTRA_APPS", {})
+            value = {**value, **{app: _with_configured_options(value.get(app), spec) for app, spec in extra.items()}}
         if name == "ALLOWED_ORIGINS":
             value = value + [str(o) for o in overrides.get("EXTRA_ORIGINS", [])]
         return value
@@ -254,6 +255,17 @@ class BokehServeSettings:
     def prefix(self) -> str:
         """The URL prefix without slashes at either end ("" for none)."""
         return str(self.PREFIX or "").strip("/")
+
+
+def _with_configured_options(configured: Any, command_line: dict[str, Any]) -> dict[str, Any]:
+    """A runbokeh app that is also in BOKEHSERVE["APPS"] (the same path: runbokeh refuses others)
+    keeps the settings entry's access policy and options; its --args, if given, replace the args."""
+    if not isinstance(configured, dict):
+        return command_line
+    merged = {**configured, "app": command_line["app"]}
+    if command_line.get("args"):
+        merged["args"] = command_line["args"]
+    return merged
 
 
 def _validate(name: str, value: Any) -> Any:
