@@ -135,15 +135,18 @@ BOKEH_IMPORT_FATAL = ("BOKEH_MINIFIED",)
 
 
 def environment_error(variable: str) -> InvalidEnvironmentVariable | None:
-    """The error for ``variable`` (one of BOKEH_ENVIRONMENT's) if it is set to an invalid value, else None."""
-    for name, (env_name, convert) in BOKEH_ENVIRONMENT.items():
-        raw = os.environ.get(env_name)
-        if env_name != variable or raw is None or raw == "":
-            continue
-        try:
-            _validate(name, convert(raw))
-        except ValueError as exc:
-            return InvalidEnvironmentVariable(env_name, raw, f"it must be {exc} (it sets BOKEHSERVE[{name!r}]).")
+    """The error for ``variable`` (one of BOKEH_ENVIRONMENT's) if it holds an invalid value, else None.
+
+    Unset and empty count as not given, as bokeh treats them.
+    """
+    raw = os.environ.get(variable)
+    if not raw:
+        return None
+    name, convert = next((key, convert) for key, (env, convert) in BOKEH_ENVIRONMENT.items() if env == variable)
+    try:
+        _validate(name, convert(raw))
+    except ValueError as exc:
+        return InvalidEnvironmentVariable(variable, raw, f"it must be {exc} (it sets BOKEHSERVE[{name!r}]).")
     return None
 
 
@@ -208,31 +211,23 @@ class BokehServeSettings:
 
     def _resolve(self, name: str) -> Any:
         value = self.user_settings.get(name, DEFAULTS[name])
-        # Where the value came from, so that an invalid one is reported under the name the
-        # user wrote (a BOKEH_* variable is not a BOKEHSERVE key; runbokeh's flags are checked
-        # by argparse and arrive valid).
-        variable: str | None = None
-        raw: str | None = None
+        # Where the value came from, so that an invalid one is reported under the name the user
+        # wrote: a BOKEH_* variable is no BOKEHSERVE key.
+        source = f"BOKEHSERVE[{name!r}]"
         if name in BOKEH_ENVIRONMENT:
-            env_name, convert = BOKEH_ENVIRONMENT[name]
-            raw = os.environ.get(env_name)
-            if raw is not None and raw != "":
-                variable = env_name
-                try:
-                    value = convert(raw)
-                except ValueError as exc:
-                    raise InvalidEnvironmentVariable(
-                        env_name, raw, f"it must be {exc} (it sets BOKEHSERVE[{name!r}])."
-                    ) from exc
+            variable, convert = BOKEH_ENVIRONMENT[name]
+            error = environment_error(variable)
+            if error is not None:
+                raise error
+            if os.environ.get(variable):
+                value = convert(os.environ[variable])
         overrides = self.run_overrides
         if name in overrides:
-            value, variable = overrides[name], None
+            value, source = overrides[name], f"runbokeh's value for {name}"
         try:
             value = _validate(name, value)
         except ValueError as exc:
-            if variable is not None:
-                raise InvalidEnvironmentVariable(variable, raw or "", f"it must be {exc} (it sets BOKEHSERVE[{name!r}]).") from exc
-            raise ImproperlyConfigured(f"BOKEHSERVE[{name!r}] must be {exc}, not {value!r}.") from exc
+            raise ImproperlyConfigured(f"{source} must be {exc}, not {value!r}.") from exc
         if name == "APPS":
             extra = overrides.get("EXTRA_APPS", {})
             value = {**value, **{app: _with_configured_options(value.get(app), spec) for app, spec in extra.items()}}
