@@ -1,7 +1,7 @@
 """System checks for bokehserve_django (ids bokehserve_django.E0nn / W0nn, never reused).
 
-Reads settings (and, under ``check --deploy``, imports ASGI_APPLICATION); opens no
-connections. Texts live in Messages/Hints so tests compare the same constants.
+Reads settings and imports ASGI_APPLICATION (to follow its WebSocket routing, E005, and its
+middleware, W006); opens no connections. Texts live in Messages/Hints so tests compare the same constants.
 """
 
 from __future__ import annotations
