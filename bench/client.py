@@ -162,7 +162,7 @@ def ndarray_length(value: Any) -> int:
 def map_entries(value: Any) -> dict[str, Any]:
     """Decode a serialized ``{"type": "map", "entries": [...]}`` (or a plain dict) to a dict."""
     if isinstance(value, dict) and value.get("type") == "map":
-        return {k: v for k, v in value.get("entries", [])}
+        return dict(value.get("entries", []))
     if isinstance(value, dict):
         return value
     return {}
@@ -251,7 +251,7 @@ class Session:
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self.ws.close(), 5)
-        except (Exception, asyncio.TimeoutError):
+        except Exception:  # TimeoutError too
             pass
         if self._reader is not None:
             self._reader.cancel()

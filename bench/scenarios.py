@@ -254,7 +254,7 @@ async def stream_burst(server: Server, p: Params) -> dict[str, float]:
         await s.set_property(ctrl_id, "value", f"burst:{time.monotonic_ns()}:{p.burst_messages}:{p.burst_rows}")
         try:
             await asyncio.wait_for(counter.done.wait(), p.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BenchError(
                 f"burst: got {counter.rows} of {counter.target} rows in {p.timeout:.0f} s"
             ) from None
@@ -289,7 +289,7 @@ async def stream_load(server: Server, p: Params) -> dict[str, float]:
         limit = p.load_seconds + p.timeout
         try:
             await asyncio.wait_for(asyncio.gather(*(c.done.wait() for _, _, c in pairs)), limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             got = sum(c.rows for _, _, c in pairs)
             raise BenchError(
                 f"load: got {got} of {per_session * len(pairs)} rows in {limit:.0f} s"

@@ -2,7 +2,35 @@
 
 from __future__ import annotations
 
+import warnings
+
 from django.apps import AppConfig
+
+# bokeh.settings warns "BOKEH_SECRET_KEY must be set if BOKEH_SIGN_SESSIONS is set to True"
+# when it is first imported and BOKEH_SIGN_SESSIONS holds any non-empty string (it does not
+# parse the value: "false" counts as set). That is wrong here: we read BOKEH_SIGN_SESSIONS
+# ourselves (conf.py, validated by check E006), derive a key from Django's SECRET_KEY when
+# BOKEH_SECRET_KEY is unset, and pass both to bokeh explicitly (signing.py). Django imports
+# this module before anything imports bokeh, so the filter is in place in time.
+warnings.filterwarnings("ignore", message="BOKEH_SECRET_KEY must be set if BOKEH_SIGN_SESSIONS is set to True")
+
+
+def _refuse_values_fatal_to_bokeh() -> None:
+    """Report a BOKEH_* value that would make bokeh's own import fail, in our words and first.
+
+    Check E006 reports every other invalid BOKEH_* value; these cannot wait for the checks,
+    since the URLconf the checks load imports bokeh, which dies with "Cannot convert ... to
+    boolean value" and no variable name.
+    """
+    from .conf import BOKEH_IMPORT_FATAL, environment_error
+
+    for variable in BOKEH_IMPORT_FATAL:
+        error = environment_error(variable)
+        if error is not None:
+            raise type(error)(error.variable, error.value, f"{error.reason} Give {variable} a valid value or unset it.")
+
+
+_refuse_values_fatal_to_bokeh()
 
 
 class BokehServeConfig(AppConfig):

@@ -1,7 +1,7 @@
 """System checks for bokehserve_django (ids bokehserve_django.E0nn / W0nn, never reused).
 
-Reads settings (and, under ``check --deploy``, imports ASGI_APPLICATION); opens no
-connections. Texts live in Messages/Hints so tests compare the same constants.
+Reads settings and imports ASGI_APPLICATION (to follow its WebSocket routing, E005, and its
+middleware, W006); opens no connections. Texts live in Messages/Hints so tests compare the same constants.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ class Messages:
     )
     BAD_SETTINGS = "BOKEHSERVE is invalid: {error}"
     APP_FAILED = "Bokeh application {name!r} failed to load: {error}"
+    BAD_ENVIRONMENT = "The environment variable {error}"
+    NO_WEBSOCKET_ROUTE = (
+        "ASGI_APPLICATION {path!r} does not route Bokeh WebSockets: a WebSocket to {ws_path!r} reaches no "
+        "bokehserve_django consumer, so app pages load but their plots never connect."
+    )
     ORIGIN_WILDCARD = (
         "BOKEHSERVE['ALLOWED_ORIGINS'] contains '*' while DEBUG is False; any site can open Bokeh sessions here."
     )
@@ -67,6 +72,17 @@ class Hints:
     )
     BAD_SETTINGS = "See bokehserve_django/conf.py or docs/settings.md for the valid keys and values."
     APP_FAILED = "Fix the app (the traceback is in the log above), or remove it from BOKEHSERVE['APPS']."
+    NO_WEBSOCKET_ROUTE = (
+        "In your asgi.py, wrap Django's application: "
+        "from bokehserve_django.routing import bokeh_asgi_application; "
+        "application = bokeh_asgi_application(get_asgi_application()). "
+        "Or route bokehserve_django.routing.websocket_urlpatterns under \"websocket\" in your own "
+        "ProtocolTypeRouter (see docs/cluster.md)."
+    )
+    BAD_ENVIRONMENT = (
+        "Give {variable} a valid value or unset it; docs/settings.md (\"Environment variables from bokeh serve\") "
+        "lists what each BOKEH_* variable takes."
+    )
     ORIGIN_WILDCARD = "List the origins that embed your apps, e.g. ['example.com', 'app.example.com:8443']."
     IN_MEMORY_LAYER = "Use channels_redis.core.RedisChannelLayer when you run more than one process."
     UNSIGNED_SESSIONS = "Remove SIGN_SESSIONS (it defaults to True when DEBUG is False) or set it to True."
@@ -98,6 +114,8 @@ class Codes:
     NO_FINDER = "bokehserve_django.E002"
     BAD_SETTINGS = "bokehserve_django.E003"
     APP_FAILED = "bokehserve_django.E004"
+    NO_WEBSOCKET_ROUTE = "bokehserve_django.E005"
+    BAD_ENVIRONMENT = "bokehserve_django.E006"
     ORIGIN_WILDCARD = "bokehserve_django.W001"
     IN_MEMORY_LAYER = "bokehserve_django.W002"
     UNSIGNED_SESSIONS = "bokehserve_django.W003"
@@ -113,18 +131,45 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors: list[Error] = []
     if not getattr(settings, "CHANNEL_LAYERS", None):
         errors.append(Error(Messages.NO_CHANNEL_LAYERS, hint=Hints.NO_CHANNEL_LAYERS, id=Codes.NO_CHANNEL_LAYERS))
-    try:
-        resources = bokeh_settings.RESOURCES
-        apps_spec = bokeh_settings.APPS
-    except ImproperlyConfigured as exc:
-        errors.append(Error(Messages.BAD_SETTINGS.format(error=exc), hint=Hints.BAD_SETTINGS, id=Codes.BAD_SETTINGS))
-        return errors
+    value_errors = _check_values()
+    if value_errors:
+        return errors + value_errors
+    resources = bokeh_settings.RESOURCES
+    apps_spec = bokeh_settings.APPS
     finders = getattr(settings, "STATICFILES_FINDERS", [])
     if resources == "server" and FINDER not in finders:
         errors.append(Error(Messages.NO_FINDER, hint=Hints.NO_FINDER, id=Codes.NO_FINDER))
     if apps_spec:
         errors.extend(_check_apps())
     errors.extend(_check_redis_hosts())
+    return errors
+
+
+def _check_values() -> list[Error]:
+    """Resolve every setting, so that a bad value stops `check` (and runbokeh) instead of a first page."""
+    from .conf import DEFAULTS
+    from .exceptions import InvalidEnvironmentVariable
+
+    try:
+        # A BOKEHSERVE that is no dict or has an unknown key would fail every key alike: say it once.
+        bokeh_settings.user_settings  # noqa: B018
+        bokeh_settings.run_overrides  # noqa: B018
+    except ImproperlyConfigured as exc:
+        return [Error(Messages.BAD_SETTINGS.format(error=exc), hint=Hints.BAD_SETTINGS, id=Codes.BAD_SETTINGS)]
+    errors: list[Error] = []
+    for name in DEFAULTS:
+        try:
+            getattr(bokeh_settings, name)
+        except InvalidEnvironmentVariable as exc:
+            errors.append(
+                Error(
+                    Messages.BAD_ENVIRONMENT.format(error=exc),
+                    hint=Hints.BAD_ENVIRONMENT.format(variable=exc.variable),
+                    id=Codes.BAD_ENVIRONMENT,
+                )
+            )
+        except ImproperlyConfigured as exc:
+            errors.append(Error(Messages.BAD_SETTINGS.format(error=exc), hint=Hints.BAD_SETTINGS, id=Codes.BAD_SETTINGS))
     return errors
 
 
@@ -221,6 +266,74 @@ def _passes_through_lifecycle(application: Any, depth: int = 8) -> bool:
         if application is None:
             return False
     return False
+
+
+def _routes_to_bokeh(application: Any, path: str, depth: int = 16) -> bool | None:
+    """Whether a WebSocket to ``path`` (no leading slash) reaches BokehConsumer; None: cannot tell.
+
+    Walks the ASGI app as Channels would route it, without calling anything: ProtocolTypeRouter's
+    "websocket" entry, middleware (by _WRAPPED_ATTRIBUTES) and URLRouter patterns, which resolve
+    without I/O. An app we cannot see into (a plain function, say) gives None, never an error.
+    """
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from django.core.handlers.asgi import ASGIHandler
+    from django.urls import Resolver404
+
+    from .consumers import BokehConsumer
+
+    for _ in range(depth):
+        consumer_class = getattr(application, "consumer_class", None)
+        if consumer_class is not None:
+            return isinstance(consumer_class, type) and issubclass(consumer_class, BokehConsumer)
+        if isinstance(application, ProtocolTypeRouter):
+            if "websocket" not in application.application_mapping:
+                return False
+            application = application.application_mapping["websocket"]
+            continue
+        if isinstance(application, URLRouter):
+            for route in application.routes:
+                try:
+                    match = route.pattern.match(path)
+                except Resolver404:
+                    continue
+                if match:
+                    return _routes_to_bokeh(route.callback, match[0], depth - 1)
+            return False
+        if isinstance(application, ASGIHandler):
+            return False  # Django's own handler: HTTP only, it refuses every WebSocket
+        application = next(
+            (getattr(application, name) for name in _WRAPPED_ATTRIBUTES if getattr(application, name, None) is not None),
+            None,
+        )
+        if application is None:
+            return None
+    return None
+
+
+@register(Tags.compatibility)
+def check_websocket_routing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E005: ASGI_APPLICATION must send /<app>/ws to our consumer (a bare get_asgi_application() does not)."""
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return []  # runbokeh and daphne say so themselves
+    from django.utils.module_loading import import_string
+
+    try:
+        application = import_string(path)
+        names = list(bokeh_settings.APPS)
+    except Exception:
+        return []  # the server reports an unimportable ASGI_APPLICATION; E003/E006 report bad settings
+    # Any registered name will do (the route takes every name); "app" when none is registered yet.
+    ws_path = "/".join(part for part in (bokeh_settings.prefix, names[0] if names else "app", "ws") if part)
+    if _routes_to_bokeh(application, ws_path) is not False:
+        return []
+    return [
+        Error(
+            Messages.NO_WEBSOCKET_ROUTE.format(path=path, ws_path="/" + ws_path),
+            hint=Hints.NO_WEBSOCKET_ROUTE,
+            id=Codes.NO_WEBSOCKET_ROUTE,
+        )
+    ]
 
 
 @register(Tags.compatibility, deploy=True)

@@ -28,6 +28,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
+from .exceptions import InvalidEnvironmentVariable
+
 __all__ = ("DEFAULTS", "OVERRIDES_ENV", "bokeh_settings")
 
 #: Name of the environment variable through which ``runbokeh`` passes its flags.
@@ -56,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "CHECK_UNUSED_SESSIONS": 17_000,
     # Milliseconds a session may stay without any connection before it is destroyed.
     "UNUSED_SESSION_LIFETIME": 15_000,
-    # Milliseconds between WebSocket pings (runbokeh / daphne ping interval); 0: none.
+    # Milliseconds between WebSocket pings; 0: none. Applied by runbokeh only: daphne
+    # (python -m bokehserve_django.daphne) takes --ping-interval SECONDS instead.
     "KEEP_ALIVE": 37_000,
     # Bytes: largest WebSocket message accepted (runbokeh sets daphne's limit from it).
     "WEBSOCKET_MAX_MESSAGE_SIZE": 20 * 1024 * 1024,
@@ -100,7 +103,14 @@ def _env_bool(raw: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ValueError("expected true or false")
+    raise ValueError("true or false (or 1/0, yes/no, on/off)")
+
+
+def _env_int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("a whole number") from None
 
 
 def _env_list(raw: str) -> list[str]:
@@ -114,10 +124,32 @@ BOKEH_ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "SECRET_KEY": ("BOKEH_SECRET_KEY", str),
     "SIGN_SESSIONS": ("BOKEH_SIGN_SESSIONS", _env_bool),
     "ALLOWED_ORIGINS": ("BOKEH_ALLOW_WS_ORIGIN", _env_list),
-    "SESSION_TOKEN_EXPIRATION": ("BOKEH_SESSION_TOKEN_EXPIRATION", int),
+    "SESSION_TOKEN_EXPIRATION": ("BOKEH_SESSION_TOKEN_EXPIRATION", _env_int),
     "RESOURCES": ("BOKEH_RESOURCES", str),
     "MINIFIED": ("BOKEH_MINIFIED", _env_bool),
 }
+
+#: Variables that bokeh itself parses when it is first imported, and whose invalid value makes
+#: that import fail with a bare ValueError (bokeh.resources reads BOKEH_MINIFIED for its CDN
+#: object), before any system check could run. apps.py checks them before bokeh is imported.
+BOKEH_IMPORT_FATAL = ("BOKEH_MINIFIED",)
+
+
+def environment_error(variable: str) -> InvalidEnvironmentVariable | None:
+    """The error for ``variable`` (one of BOKEH_ENVIRONMENT's) if it holds an invalid value, else None.
+
+    Unset and empty count as not given, as bokeh treats them.
+    """
+    raw = os.environ.get(variable)
+    if not raw:
+        return None
+    name, convert = next((key, convert) for key, (env, convert) in BOKEH_ENVIRONMENT.items() if env == variable)
+    try:
+        _validate(name, convert(raw))
+    except ValueError as exc:
+        return InvalidEnvironmentVariable(variable, raw, f"it must be {exc} (it sets BOKEHSERVE[{name!r}]).")
+    return None
+
 
 #: Keys whose values must be lists of strings (or None where the default is None).
 _LIST_KEYS = {"ALLOWED_ORIGINS", "INCLUDE_HEADERS", "EXCLUDE_HEADERS", "INCLUDE_COOKIES", "EXCLUDE_COOKIES"}
@@ -135,6 +167,7 @@ _INT_KEYS = {
     "DRAIN_TIMEOUT",
     "UNAVAILABLE_RETRY_AFTER",
 }
+_BOOL_KEYS = {"SIGN_SESSIONS", "GENERATE_SESSION_IDS", "DISABLE_INDEX", "DISABLE_INDEX_REDIRECT", "MINIFIED"}
 _RESOURCE_MODES = ("server", "cdn", "inline")
 
 
@@ -179,20 +212,26 @@ class BokehServeSettings:
 
     def _resolve(self, name: str) -> Any:
         value = self.user_settings.get(name, DEFAULTS[name])
+        # Where the value came from, so that an invalid one is reported under the name the user
+        # wrote: a BOKEH_* variable is no BOKEHSERVE key.
+        source = f"BOKEHSERVE[{name!r}]"
         if name in BOKEH_ENVIRONMENT:
             variable, convert = BOKEH_ENVIRONMENT[name]
-            raw = os.environ.get(variable)
-            if raw is not None and raw != "":
-                try:
-                    value = convert(raw)
-                except ValueError as exc:
-                    raise ImproperlyConfigured(f"{variable}={raw!r} is not valid: {exc}") from exc
+            error = environment_error(variable)
+            if error is not None:
+                raise error
+            if os.environ.get(variable):
+                value = convert(os.environ[variable])
         overrides = self.run_overrides
         if name in overrides:
-            value = overrides[name]
-        value = _validate(name, value)
+            value, source = overrides[name], f"runbokeh's value for {name}"
+        try:
+            value = _validate(name, value)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{source} must be {exc}, not {value!r}.") from exc
         if name == "APPS":
-            value = {**value, **overrides.get("EXTRA_APPS", {})}
+            extra = overrides.get("EXTRA_APPS", {})
+            value = {**value, **{app: _with_configured_options(value.get(app), spec) for app, spec in extra.items()}}
         if name == "ALLOWED_ORIGINS":
             value = value + [str(o) for o in overrides.get("EXTRA_ORIGINS", [])]
         return value
@@ -214,23 +253,44 @@ class BokehServeSettings:
         return str(self.PREFIX or "").strip("/")
 
 
+def _with_configured_options(configured: Any, command_line: dict[str, Any]) -> dict[str, Any]:
+    """A runbokeh app that is also in BOKEHSERVE["APPS"] (the same path: runbokeh refuses others)
+    keeps the settings entry's access policy and options; its --args, if given, replace the args."""
+    if not isinstance(configured, dict):
+        return command_line
+    merged = {**configured, "app": command_line["app"]}
+    if command_line.get("args"):
+        merged["args"] = command_line["args"]
+    return merged
+
+
 def _validate(name: str, value: Any) -> Any:
+    """Return ``value`` for key ``name`` if it is valid; else raise ValueError("<what it must be>")."""
     if name in _LIST_KEYS:
         if value is None and DEFAULTS[name] is None:
             return None
         if isinstance(value, str) or not isinstance(value, list | tuple):
-            raise ImproperlyConfigured(f"BOKEHSERVE[{name!r}] must be a list of strings, not {value!r}.")
+            raise ValueError("a list of strings")
         return [str(v) for v in value]
     if name in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ImproperlyConfigured(f"BOKEHSERVE[{name!r}] must be a non-negative integer, not {value!r}.")
+            raise ValueError("a non-negative integer")
+        return value
+    if name in _BOOL_KEYS:
+        # bool(value) would turn "false" into True: only real booleans are accepted.
+        if not isinstance(value, bool) and not (value is None and DEFAULTS[name] is None):
+            raise ValueError("True or False" + (" (or None)" if DEFAULTS[name] is None else ""))
         return value
     if name == "RESOURCES" and value not in _RESOURCE_MODES:
-        raise ImproperlyConfigured(
-            f"BOKEHSERVE['RESOURCES'] must be one of {', '.join(_RESOURCE_MODES)}, not {value!r}."
-        )
+        raise ValueError(f"one of {', '.join(_RESOURCE_MODES)}")
     if name == "APPS" and not isinstance(value, dict):
-        raise ImproperlyConfigured("BOKEHSERVE['APPS'] must be a dict of {url name: app spec}.")
+        raise ValueError("a dict of {url name: app spec}")
+    if name == "SECRET_KEY" and value is not None and not isinstance(value, str | bytes):
+        raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
+    if name == "PREFIX" and not isinstance(value, str):
+        raise ValueError('a string such as "bokeh" (or "" for none)')
+    if name == "INDEX_TEMPLATE" and value is not None and not isinstance(value, str | os.PathLike):
+        raise ValueError("the path of a Jinja template file (or None)")
     return value
 
 

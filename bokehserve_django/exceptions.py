@@ -12,6 +12,7 @@ __all__ = (
     "AppNotRegistered",
     "ClusterUnavailable",
     "InvalidAppSpec",
+    "InvalidEnvironmentVariable",
     "InvalidToken",
     "NotAccepting",
     "SessionNotFound",
@@ -22,6 +23,16 @@ __all__ = (
 
 class InvalidAppSpec(ImproperlyConfigured):
     """Raised when an entry of BOKEHSERVE["APPS"] or a runbokeh argument is not an app we can load."""
+
+
+class InvalidEnvironmentVariable(ImproperlyConfigured):
+    """Raised when a ``BOKEH_*`` environment variable that overrides a BOKEHSERVE key holds an invalid value."""
+
+    def __init__(self, variable: str, value: str, reason: str) -> None:
+        super().__init__(f"{variable}={value!r} is not valid: {reason}")
+        self.variable = variable
+        self.value = value
+        self.reason = reason
 
 
 class AppNotRegistered(LookupError):

@@ -1,8 +1,9 @@
 """Exposes BokehJS, shipped inside the ``bokeh`` package, to Django staticfiles as ``bokeh/...``.
 
-With ``bokehserve_django`` in INSTALLED_APPS the finder is found through
-``STATICFILES_FINDERS`` (add ``bokehserve_django.finders.BokehJSFinder``) or, by
-default, because AppConfig.ready() appends it; ``collectstatic`` then copies BokehJS.
+Add ``bokehserve_django.finders.BokehJSFinder`` to ``STATICFILES_FINDERS`` (next to Django's
+two default finders); ``collectstatic`` then copies BokehJS. Nothing adds it for you: a
+site's STATICFILES_FINDERS is its own, so check E002 reports the missing finder instead
+when ``BOKEHSERVE["RESOURCES"]`` is ``"server"``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,15 @@ from .access import PUBLIC, AccessPolicy, parse_policy
 from .conf import bokeh_settings
 from .exceptions import AppLoadError, AppNotRegistered, InvalidAppSpec
 
-__all__ = ("RegisteredApp", "app_name_for_path", "expand_app_paths", "get_app", "registered_apps", "reset")
+__all__ = (
+    "RegisteredApp",
+    "app_name_for_path",
+    "expand_app_paths",
+    "get_app",
+    "refuse_shadowed_apps",
+    "registered_apps",
+    "reset",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +277,33 @@ def expand_app_paths(paths: Iterable[str], use_glob: bool = False) -> list[str]:
         else:
             result.append(item)
     return result
+
+
+def refuse_shadowed_apps(command_line_apps: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raise InvalidAppSpec if a runbokeh argument would take the name of a different settings app.
+
+    The same file or directory under its own name is fine: it is the settings app, which keeps
+    its access policy and options (conf.py merges the two). Anything else would silently serve
+    another app, without the settings entry's access policy, under a name the site configured.
+    """
+    try:
+        configured = bokeh_settings.user_settings.get("APPS", {})
+    except Exception:
+        return  # an invalid BOKEHSERVE is reported by check E003
+    if not isinstance(configured, Mapping):
+        return
+    for name, entry in command_line_apps.items():
+        if name not in configured:
+            continue
+        spec = configured[name]
+        spec = spec.get("app") if isinstance(spec, Mapping) else spec
+        if isinstance(spec, str | os.PathLike) and os.path.realpath(spec) == os.path.realpath(entry["app"]):
+            continue
+        raise InvalidAppSpec(
+            f"Two apps would be served at /{name}: BOKEHSERVE['APPS'][{name!r}] in settings ({spec!r}) and "
+            f"the command-line app {entry['app']!r}. Rename the file or directory, or remove the entry "
+            "from BOKEHSERVE['APPS']."
+        )
 
 
 def _reset_on_change(*, setting: str, **kwargs: Any) -> None:

@@ -303,7 +303,9 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
         user = await check_access(request, entry)
         page_session = await open_session(request, app_name, user)
     except AccessDenied as exc:
-        return _cors(HttpResponseForbidden(f"Access denied: {exc}\n", content_type="text/plain"), request)
+        # Still a 403, but a script: bokeh's embed tag runs whatever autoload.js answers, so
+        # the visitor sees a note where the app would be instead of a blank space.
+        return _cors(_access_denied_js(request, element_id, exc), request)
     except AppLoadError as exc:
         return _cors(_load_error_page(request, exc), request)
     except (InvalidToken, SessionRefused) as exc:
@@ -433,3 +435,60 @@ async def stats(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"processes": processes, "totals": totals})
     context = {"processes": processes, "totals": sorted(totals.items()), "distributed": membership.distributed}
     return HttpResponse(render_to_string("bokehserve_django/stats.html", context, request=request))
+
+
+_ACCESS_DENIED_JS = """\
+// Access denied: {reason}
+(function () {{
+  var element = document.getElementById({element_id});
+  if (element == null) {{
+    console.warn("Bokeh: autoload.js found no element with id " + {element_id});
+    return;
+  }}
+  var note = document.createElement("div");
+  note.className = "bokehserve-access-denied";
+  note.appendChild(document.createTextNode({text}));
+  var login = {login_url};
+  if (login) {{
+    var link = document.createElement("a");
+    link.href = login + (login.indexOf("?") < 0 ? "?" : "&") + {next_field} + "=" + encodeURIComponent(window.location.href);
+    link.appendChild(document.createTextNode("Sign in"));
+    note.appendChild(document.createTextNode(" "));
+    note.appendChild(link);
+  }}
+  // The embed tag's element is its <script>: the app would appear right after it.
+  if (element.tagName === "SCRIPT") {{
+    element.parentNode.insertBefore(note, element.nextSibling);
+  }} else {{
+    element.appendChild(note);
+  }}
+}})();
+"""
+
+
+def _js_string(value: str) -> str:
+    """``value`` as a JavaScript string literal that is also safe inside an HTML <script>."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _access_denied_js(request: HttpRequest, element_id: str, exc: AccessDenied) -> HttpResponse:
+    """autoload.js's 403: a script that writes "Sign in to see this application" (or "no access")
+    into the embed's place, with a link to LOGIN_URL for anonymous visitors. The element id and
+    every text go in as escaped string literals and are inserted as text nodes, never as HTML."""
+    from django.contrib.auth import REDIRECT_FIELD_NAME
+    from django.shortcuts import resolve_url
+
+    if exc.anonymous:
+        text = "Sign in to see this application."
+        # Absolute: the embedding page may be on another origin than this server.
+        login_url = _js_string(request.build_absolute_uri(resolve_url(settings.LOGIN_URL)))
+    else:
+        text, login_url = "You do not have access to this application.", "null"
+    js = _ACCESS_DENIED_JS.format(
+        reason=exc,
+        element_id=_js_string(element_id),
+        text=_js_string(text),
+        login_url=login_url,
+        next_field=_js_string(REDIRECT_FIELD_NAME),
+    )
+    return HttpResponseForbidden(js, content_type="application/javascript; charset=utf-8")

@@ -45,6 +45,9 @@ ASGI_APPLICATION = "demo_project.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # The project's own templates (templates/ at the repository root): the demo's pages, and
+        # any override of the package's pages (templates/bokehserve_django/index.html, ...),
+        # found before the package's own through APP_DIRS.
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh Debian machine and runs the whole suite:
 # Debian's chromium, redis-server and nginx (installed when missing; needs root), .venv/
-# with the project and its test extras, then pytest. Extra arguments go to pytest.
+# with the project and its test extras, then `ruff check` and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -14,4 +14,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash scripts/setup-venv.sh test
+# Lint first, as CI does: --no-fix because pyproject's fix = true would rewrite files here.
+.venv/bin/ruff check --no-fix .
 exec .venv/bin/python -m pytest "$@"

@@ -10,7 +10,6 @@ Both sources start with one element, so opening a session stays cheap.
 """
 
 import numpy as np
-
 from bokeh.io import curdoc
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, Div, TextInput

@@ -17,7 +17,6 @@ counts rows (not messages) so a server that coalesces patches is measured fairly
 import time
 
 import numpy as np
-
 from bokeh.io import curdoc
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, TextInput

@@ -7,7 +7,6 @@ a data source), not just two widgets.
 """
 
 import numpy as np
-
 from bokeh.io import curdoc
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, Div, TextInput

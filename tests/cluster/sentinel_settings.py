@@ -9,8 +9,8 @@ import os
 
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")  # tests.cluster.settings reads it; replaced below
 
-from tests.cluster.settings import *  # noqa: E402, F403
-from tests.cluster.settings import channel_layers  # noqa: E402
+from tests.cluster.settings import *  # noqa: F403
+from tests.cluster.settings import channel_layers
 
 SENTINELS = [
     (host, int(port))

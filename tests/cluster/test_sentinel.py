@@ -27,11 +27,10 @@ from typing import Any
 
 import pytest
 import redis as redis_py
-from bokeh.util.token import get_session_id
 
+import tests.cluster.test_faults_redis as faults
 from bokehserve_django.cluster.membership import alive_key, owner_key
 from tests.cluster.helpers import REDIS_SERVER, HookLog, describe, load_page, relayed, stop_process
-import tests.cluster.test_faults_redis as faults
 from tests.cluster.test_faults_redis import (
     APP,
     APP_PATH,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from django.core.checks import Error, Warning
 
 from bokehserve_django import registry
@@ -117,4 +118,128 @@ def __getattr__(name: str):
         return _site_router()
     if name == "wrapped_router":
         return LifecycleMiddleware(_site_router())
+    if name == "plain_django":
+        from django.core.asgi import get_asgi_application
+
+        return get_asgi_application()
+    if name == "http_only_router":
+        from channels.routing import ProtocolTypeRouter
+        from django.core.asgi import get_asgi_application
+
+        return ProtocolTypeRouter({"http": get_asgi_application()})
+    if name == "other_consumers_only":
+        from channels.generic.websocket import WebsocketConsumer
+        from channels.routing import ProtocolTypeRouter, URLRouter
+        from django.core.asgi import get_asgi_application
+        from django.urls import path
+
+        return ProtocolTypeRouter(
+            {"http": get_asgi_application(), "websocket": URLRouter([path("chat/", WebsocketConsumer.as_asgi())])}
+        )
     raise AttributeError(name)
+
+
+class TestBadValues:
+    """Every invalid value stops `check`, under the name the user wrote (E003 for BOKEHSERVE, E006 for BOKEH_*)."""
+
+    def test_bokehserve_boolean_that_is_not_a_boolean(self, settings) -> None:
+        settings.BOKEHSERVE = {"SIGN_SESSIONS": "maybe"}
+        assert check_configuration() == [
+            Error(
+                Messages.BAD_SETTINGS.format(error="BOKEHSERVE['SIGN_SESSIONS'] must be True or False (or None), not 'maybe'."),
+                hint=Hints.BAD_SETTINGS,
+                id=Codes.BAD_SETTINGS,
+            )
+        ]
+
+    def test_every_bad_key_is_reported(self, settings) -> None:
+        settings.BOKEHSERVE = {"KEEP_ALIVE": -1, "MINIFIED": "no", "PREFIX": 3}
+        errors = check_configuration()
+        assert [e.id for e in errors] == [Codes.BAD_SETTINGS] * 3
+        for key in ("KEEP_ALIVE", "MINIFIED", "PREFIX"):
+            assert any(f"BOKEHSERVE[{key!r}] must be" in e.msg for e in errors), key
+
+    def test_environment_variable(self, settings, monkeypatch) -> None:
+        from bokehserve_django.conf import bokeh_settings
+
+        monkeypatch.setenv("BOKEH_SIGN_SESSIONS", "maybe")
+        bokeh_settings.reload()
+        try:
+            assert check_configuration() == [
+                Error(
+                    Messages.BAD_ENVIRONMENT.format(
+                        error="BOKEH_SIGN_SESSIONS='maybe' is not valid: it must be true or false (or 1/0, yes/no, "
+                        "on/off) (it sets BOKEHSERVE['SIGN_SESSIONS'])."
+                    ),
+                    hint=Hints.BAD_ENVIRONMENT.format(variable="BOKEH_SIGN_SESSIONS"),
+                    id=Codes.BAD_ENVIRONMENT,
+                )
+            ]
+        finally:
+            monkeypatch.delenv("BOKEH_SIGN_SESSIONS")
+            bokeh_settings.reload()
+
+    def test_environment_value_valid_in_form_but_not_in_range(self, settings, monkeypatch) -> None:
+        from bokehserve_django.conf import bokeh_settings
+
+        monkeypatch.setenv("BOKEH_RESOURCES", "nowhere")
+        bokeh_settings.reload()
+        try:
+            errors = check_configuration()
+            assert [e.id for e in errors] == [Codes.BAD_ENVIRONMENT]
+            assert "BOKEH_RESOURCES='nowhere' is not valid: it must be one of server, cdn, inline" in errors[0].msg
+        finally:
+            monkeypatch.delenv("BOKEH_RESOURCES")
+            bokeh_settings.reload()
+
+
+class TestWebSocketRoutingCheck:
+    """E005: an ASGI_APPLICATION that sends no /<app>/ws to our consumer (pages load, plots never connect)."""
+
+    def expected(self, path: str, ws_path: str = "/echo/ws") -> list[Error]:
+        return [
+            Error(
+                Messages.NO_WEBSOCKET_ROUTE.format(path=path, ws_path=ws_path),
+                hint=Hints.NO_WEBSOCKET_ROUTE,
+                id=Codes.NO_WEBSOCKET_ROUTE,
+            )
+        ]
+
+    @pytest.mark.parametrize("name", ["plain_django", "http_only_router", "other_consumers_only"])
+    def test_unrouted_applications_are_errors(self, settings, name: str) -> None:
+        from bokehserve_django.checks import check_websocket_routing
+
+        settings.ASGI_APPLICATION = f"tests.unit.test_checks.{name}"
+        assert check_websocket_routing() == self.expected(settings.ASGI_APPLICATION)
+
+    def test_the_path_carries_the_prefix(self, settings) -> None:
+        from bokehserve_django.checks import check_websocket_routing
+
+        settings.BOKEHSERVE = {**settings.BOKEHSERVE, "PREFIX": "/bokeh/"}
+        settings.ASGI_APPLICATION = "tests.unit.test_checks.plain_django"
+        assert check_websocket_routing() == self.expected(settings.ASGI_APPLICATION, "/bokeh/echo/ws")
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "tests.asgi.application",  # bokeh_asgi_application(): LifecycleMiddleware, SessionAuthMiddleware
+            "tests.cluster.custom_asgi.application",  # a site's own ProtocolTypeRouter + AuthMiddlewareStack
+            "tests.unit.test_checks.bare_router",
+            "tests.unit.test_checks.wrapped_router",
+        ],
+    )
+    def test_routed_applications_pass(self, settings, path: str) -> None:
+        from bokehserve_django.checks import check_websocket_routing
+
+        settings.ASGI_APPLICATION = path
+        assert check_websocket_routing() == []
+
+    def test_an_opaque_application_is_given_the_benefit_of_the_doubt(self, settings) -> None:
+        from bokehserve_django.checks import check_websocket_routing
+
+        settings.ASGI_APPLICATION = "tests.unit.test_checks.opaque_application"
+        assert check_websocket_routing() == []
+
+
+async def opaque_application(scope, receive, send) -> None:
+    """An ASGI app the check cannot look into (it may route WebSockets in any way)."""

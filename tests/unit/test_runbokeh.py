@@ -519,3 +519,32 @@ class TestNumProcsZero:
             run(str(APPS / "echo.py"), "--num-procs", "0")
         monkeypatch.setattr(os, "cpu_count", lambda: 1)
         assert run(str(APPS / "echo.py"), "--num-procs", "0")["endpoints"]
+
+
+class TestCommandLineAppsAndSettingsApps:
+    """A command-line app may not silently take the name of a different app from BOKEHSERVE["APPS"]."""
+
+    def test_a_different_app_under_a_settings_name_is_refused_naming_both(self, recorder, settings, tmp_path) -> None:
+        other = tmp_path / "echo.py"
+        other.write_text("from bokeh.io import curdoc\n")
+        with pytest.raises(CommandError) as info:
+            run(str(other))
+        message = str(info.value)
+        assert "Two apps would be served at /echo" in message
+        assert "BOKEHSERVE['APPS']['echo'] in settings" in message and str(APPS / "echo.py") in message
+        assert f"the command-line app {str(other)!r}" in message
+        assert RecordingServer.instances == []
+
+    def test_the_same_path_keeps_the_settings_access_policy(self, recorder, settings) -> None:
+        settings.BOKEHSERVE = {"APPS": {"echo": {"app": APPS / "echo.py", "access": "login", "args": ["--a"]}}}
+        run(str(APPS / "echo.py"))
+        entry = registry.registered_apps()["echo"]
+        assert not entry.access.is_public
+        assert entry.argv == ["--a"]
+
+    def test_the_same_path_with_args_takes_the_command_line_args(self, recorder, settings) -> None:
+        settings.BOKEHSERVE = {"APPS": {"echo": {"app": APPS / "echo.py", "access": "login", "args": ["--a"]}}}
+        run(str(APPS / "echo.py"), "--args", "--b")
+        entry = registry.registered_apps()["echo"]
+        assert not entry.access.is_public
+        assert entry.argv == ["--b"]

@@ -251,6 +251,7 @@ class Command(BaseCommand):
             if name in extra_apps:
                 raise CommandError(f"Two apps would be served at /{name}; rename one of them.")
             extra_apps[name] = {"app": os.path.abspath(app_path), "args": list(options["app_args"])}
+        registry.refuse_shadowed_apps(extra_apps)
         overrides: dict[str, Any] = {"EXTRA_APPS": extra_apps}
         origins = list(options["allow_websocket_origin"])
         if not origins and not options["unix_socket"]:
