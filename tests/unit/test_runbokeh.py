@@ -112,9 +112,32 @@ class TestRunbokeh:
         with pytest.raises(CommandError, match="does not exist"):
             run("/no/such/app.py")
 
-    def test_default_server_is_bokehs_daphne(self) -> None:
-        assert runbokeh.Command.server_cls is None  # resolved to BokehDaphneServer at run time
-        assert issubclass(BokehDaphneServer, __import__("daphne.server").server.Server)
+    def test_default_server_is_bokehs_daphne(self, recorder, monkeypatch) -> None:
+        """A real run (no server_cls swapped in) builds and runs a BokehDaphneServer."""
+        import daphne.server
+
+        from bokehserve_django import server as server_module
+
+        started: list[BokehDaphneServer] = []
+
+        class RecordingBokehServer(BokehDaphneServer):
+            def run(self) -> None:  # no socket: record instead of listening
+                started.append(self)
+
+        def refuse(self) -> None:  # any other daphne Server would listen on a real port
+            raise AssertionError(f"runbokeh ran {type(self).__qualname__}, not BokehDaphneServer")
+
+        monkeypatch.setattr(runbokeh.Command, "server_cls", None)  # the default, undoing recorder's
+        monkeypatch.setattr(daphne.server.Server, "run", refuse)
+        # inner_run imports the class from bokehserve_django.server at run time.
+        monkeypatch.setattr(server_module, "BokehDaphneServer", RecordingBokehServer)
+        call_command("runbokeh", str(APPS / "echo.py"), "--use-xheaders", "--port", "5123")
+        assert RecordingServer.instances == []
+        assert len(started) == 1
+        server = started[0]
+        assert type(server) is RecordingBokehServer
+        assert server.endpoints == ["tcp:port=5123:interface=127.0.0.1"]
+        assert server.use_xheaders is True  # BokehDaphneServer's own option reached it
 
 
 class TestNumProcs:
