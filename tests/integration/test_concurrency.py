@@ -8,6 +8,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from bokeh.document import Document
+from bokeh.util.token import get_session_id
 
 from tests.bokeh_client import PROTOCOL, RawBokehClient
 
@@ -40,9 +41,20 @@ def test_concurrent_page_loads_each_get_a_whole_document(server) -> None:
         return await asyncio.gather(*(pull(server.url.replace("http", "ws") + "/figure_app/ws", t) for t in tokens))
 
     documents = asyncio.run(pull_all())
+    # Each pulled document is the one its own token's session built (tests/apps/figure_app.py
+    # writes curdoc().session_context.id into the "session" Div), and each is whole.
+    session_ids = [get_session_id(token) for token in tokens]
+    assert len(set(session_ids)) == 12
+    seen = [document.get_model_by_name("session").text for document in documents]
+    assert seen == session_ids, "a session got another session's document"
     for document in documents:
+        assert len(document.roots) == 1
         assert document.get_model_by_name("text_input") is not None
-        assert document.get_model_by_name("plot") is not None
+        plot = document.get_model_by_name("plot")
+        assert plot is not None and len(plot.renderers) == 2
+    # No model object is shared between two sessions' documents.
+    model_ids = [{model.id for model in document.models} for document in documents]
+    assert sum(map(len, model_ids)) == len(set().union(*model_ids))
     assert "replaced the output document" not in server.log
     assert "Traceback" not in server.log
 
