@@ -150,9 +150,11 @@ def test_the_address_is_the_clients_not_nginxs(proxies) -> None:
 
 
 def test_a_client_cannot_claim_another_address_through_nginx(proxies) -> None:
-    """nginx sets X-Real-IP itself and appends to X-Forwarded-For: a client's own headers do not win."""
+    """nginx sets X-Real-IP and X-Scheme itself and appends to X-Forwarded-For: a client's own
+    headers do not win (without nginx's X-Scheme, a client's "X-Scheme: http" would)."""
     url = proxies["xheaders"].nginx.url
-    status, _, html = http_get(f"{url}/request_info",
-                               headers={"X-Real-IP": "203.0.113.9", "X-Forwarded-For": "203.0.113.9"})
+    status, _, html = http_get(f"{url}/request_info", headers={
+        "X-Real-IP": "203.0.113.9", "X-Forwarded-For": "203.0.113.9", "X-Scheme": "http",
+    })
     assert status == 200
     assert asyncio.run(seen(url, token_in_page(html))) == ("https", "127.0.0.1")
