@@ -272,7 +272,8 @@ def test_readme_site(page) -> None:
 
             first, *others = protected
             response = page.goto(f"{url}/{first}")
-            assert response is not None and response.status == 200
+            assert response is not None and response.status == 200, (
+                f"GET {url}/{first} ended at {page.url} with {response and response.status}\n{watch.report()}")
             assert page.url.startswith(f"{url}/accounts/login/"), f"{first} did not send to the login page: {page.url}"
             page.fill("input[name=username]", USER)
             page.fill("input[name=password]", PASSWORD)
