@@ -100,8 +100,8 @@ def readme_blocks() -> dict[str, list[tuple[str, str]]]:
 
 
 def block(sections: dict[str, list[tuple[str, str]]], section: str, label: str) -> str:
-    """The code block of ``section`` whose introducing paragraph ends with ``label``."""
-    found = [code for before, code in sections[section] if before.endswith(label)]
+    """The code block of ``section`` whose introducing paragraph contains ``label``."""
+    found = [code for before, code in sections[section] if label in before]
     assert len(found) == 1, f"README section {section!r}: expected one block introduced by {label!r}, " \
                             f"found {len(found)} among {[before[-60:] for before, _ in sections[section]]}"
     return found[0]
@@ -206,11 +206,14 @@ def test_readme_site(page) -> None:
     sections = readme_blocks()
     use = "Use it in your project"
     security = "Users, permissions and security"
-    settings_blocks = [block(sections, use, "`settings.py`:"), block(sections, security, "`BOKEHSERVE` setting above:"),
-                       block(sections, security, "found through `settings.py`:")]
+    settings_blocks = [
+        block(sections, use, "`settings.py`:"),
+        block(sections, security, "Policies go into the `BOKEHSERVE` setting above"),
+        block(sections, security, "`templates/registration/login.html`"),  # TEMPLATES DIRS
+    ]
     asgi_py = block(sections, use, "`mysite/asgi.py`:")
     urls_py = block(sections, use, "`mysite/urls.py`:")
-    auth_urls = block(sections, security, "Either add Django's auth views to `urls.py`:")
+    auth_urls = block(sections, security, "Either add Django's auth views to `urls.py`")
     run_line = block(sections, use, "Run it:").splitlines()[0].split("#")[0]
 
     with tempfile.TemporaryDirectory(prefix="readme-site-") as tmp:
