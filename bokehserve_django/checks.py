@@ -310,19 +310,32 @@ def _routes_to_bokeh(application: Any, path: str, depth: int = 16) -> bool | Non
     return None
 
 
-@register(Tags.compatibility)
-def check_websocket_routing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """E005: ASGI_APPLICATION must send /<app>/ws to our consumer (a bare get_asgi_application() does not)."""
+def _asgi_application() -> tuple[str | None, Any]:
+    """ASGI_APPLICATION and the object it names; (path, None) when unset or not importable.
+
+    runbokeh and daphne report a missing or unimportable ASGI_APPLICATION themselves.
+    """
     path = getattr(settings, "ASGI_APPLICATION", None)
     if not path:
-        return []  # runbokeh and daphne say so themselves
+        return None, None
     from django.utils.module_loading import import_string
 
     try:
-        application = import_string(path)
-        names = list(bokeh_settings.APPS)
+        return path, import_string(path)
     except Exception:
-        return []  # the server reports an unimportable ASGI_APPLICATION; E003/E006 report bad settings
+        return path, None
+
+
+@register(Tags.compatibility)
+def check_websocket_routing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E005: ASGI_APPLICATION must send /<app>/ws to our consumer (a bare get_asgi_application() does not)."""
+    path, application = _asgi_application()
+    if application is None:
+        return []
+    try:
+        names = list(bokeh_settings.APPS)
+    except ImproperlyConfigured:
+        return []  # E003/E006 report bad settings
     # Any registered name will do (the route takes every name); "app" when none is registered yet.
     ws_path = "/".join(part for part in (bokeh_settings.prefix, names[0] if names else "app", "ws") if part)
     if _routes_to_bokeh(application, ws_path) is not False:
@@ -339,16 +352,8 @@ def check_websocket_routing(app_configs: Any = None, **kwargs: Any) -> list[Erro
 @register(Tags.compatibility, deploy=True)
 def check_lifespan(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     """Under servers with lifespan events, the drain runs only through LifecycleMiddleware."""
-    path = getattr(settings, "ASGI_APPLICATION", None)
-    if not path:
-        return []  # runbokeh and daphne say so themselves
-    from django.utils.module_loading import import_string
-
-    try:
-        application = import_string(path)
-    except Exception:
-        return []  # daphne's own checks and the server report an ASGI_APPLICATION that does not import
-    if _passes_through_lifecycle(application):
+    path, application = _asgi_application()
+    if application is None or _passes_through_lifecycle(application):
         return []
     return [Warning(Messages.NO_LIFESPAN.format(path=path), hint=Hints.NO_LIFESPAN, id=Codes.NO_LIFESPAN)]
 
