@@ -382,7 +382,7 @@ async def test_rolling_restart_with_20_sessions_in_use(rolling: RollingCluster) 
     bare = [
         (u.index, c) for u in all_users for c in u.closes if not c.frame or c.code == 1006 or not c.reason
     ]
-    assert not bare, f"closes without a close frame, code or reason: {bare[:10]}"
+    assert not bare, f"closes without a close frame, code or reason: {bare[:10]}\n{problems}"
     stalls = [(u.index, s) for u in all_users for s in u.stalls]
     assert not stalls, f"round trips that got neither an answer nor a close: {stalls[:10]}\n{problems}"
 
