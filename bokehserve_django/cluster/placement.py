@@ -96,7 +96,9 @@ async def _locate_in_cluster(app_name: str, session_id: str, must_exist: bool) -
     waited_for_restart = False
     for _ in range(_ATTEMPTS):
         owner = await membership.owner_of(key)
-        if owner is None or (owner != me and not await membership.is_alive(owner)):
+        # One liveness look per attempt (a Redis round trip on every relayed open).
+        owner_alive = owner is not None and (owner == me or await membership.is_alive(owner))
+        if not owner_alive:
             # Right after a Redis restart, records and liveness keys reappear as owners beat
             # again: until then an existing session only looks unowned.
             remaining = await membership.settle_remaining()
@@ -110,7 +112,7 @@ async def _locate_in_cluster(app_name: str, session_id: str, must_exist: bool) -
                 return Placement(Where.GONE)
             refuse_new_sessions_if_stopping()
             return Placement(Where.NEW)
-        if owner is not None and await membership.is_alive(owner):
+        if owner_alive:
             return Placement(Where.RELAYED, owner)
         if must_exist:
             return Placement(Where.GONE)
