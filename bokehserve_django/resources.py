@@ -4,6 +4,13 @@ In "server" mode BokehJS comes from this site's static files (``bokeh/js/...`` t
 Django staticfiles: the finder in development, STATIC_ROOT after collectstatic), so
 pages work with no internet access.
 
+Bokeh extensions (Panel, custom model packages) come from the site's static files too, as
+``extensions/<package>/...`` (extensions.py finds them, finders.py offers them): bokeh's
+bundler writes their URLs under ``root_url``, in bokeh serve's layout, and ``bundle_for``
+points them at the static files storage instead. ``root_url`` is the root of this
+package's URLs (prefix included), where views answer the bokeh serve layout for code that
+builds such URLs itself, as Panel does; never bokeh's default ``http://localhost:5006/``.
+
 Every mode also loads ``bokehserve_django/recover.js`` ahead of BokehJS: it reloads the
 page when the server says the page's session is gone (close code 4010) or the cluster
 stays unavailable (4009); see docs/page-recovery.md. It has to run before BokehJS opens
@@ -16,14 +23,25 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from bokeh.embed.bundle import URL, Bundle, bundle_for_objs_and_resources
 from bokeh.resources import Resources, Urls
 from django.contrib.staticfiles import finders
-from django.contrib.staticfiles.storage import staticfiles_storage
+from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import NoReverseMatch, reverse
 
 from .conf import bokeh_settings
+from .extensions import EXTENSIONS_PREFIX
 
-__all__ = ("RECOVER_JS", "STATIC_PREFIX", "RecoveringResources", "StaticFilesResources", "resources_for")
+__all__ = (
+    "RECOVER_JS",
+    "STATIC_PREFIX",
+    "RecoveringResources",
+    "StaticFilesResources",
+    "bundle_for",
+    "resources_for",
+    "site_root_url",
+)
 
 #: Where BokehJS lives among the site's static files.
 STATIC_PREFIX = "bokeh"
@@ -105,11 +123,26 @@ def _recover_inline() -> str:
     return Resources._inline(Path(path))
 
 
+def site_root_url(server_url: str | None = None) -> str:
+    """The root of this package's URLs, ending in "/": "/" or "/<prefix>/", after ``server_url`` if given.
+
+    Where the site includes ``bokehserve_django.urls`` under a path of its own, that path is
+    part of it; without the URLconf (a script building resources) it is the prefix alone.
+    """
+    try:
+        root = reverse("bokehserve_django:index")
+    except NoReverseMatch:
+        root = f"/{bokeh_settings.prefix}/" if bokeh_settings.prefix else "/"
+    return _absolute(root if root.endswith("/") else root + "/", (server_url or "").rstrip("/"))
+
+
 class StaticFilesResources(RecoveringResources):
     """bokeh ``Resources`` in server mode whose URLs come from Django's static files storage."""
 
     def __init__(self, server_url: str | None = None, minified: bool = True) -> None:
         super().__init__("server", server_url=server_url, minified=minified)
+        # bokeh's bundler writes extension URLs under root_url (see bundle_for).
+        self._root_url = site_root_url(server_url)
 
     def _new(self) -> StaticFilesResources:
         return StaticFilesResources(server_url=self._server_url, minified=self.minified)
@@ -120,11 +153,42 @@ class StaticFilesResources(RecoveringResources):
 
         def urls(components: list[str], kind: str) -> list[str]:
             return [
-                _absolute(staticfiles_storage.url(f"{STATIC_PREFIX}/{kind}/{component}{suffix}.{kind}"), server_url)
+                _absolute(
+                    staticfiles_storage.url(f"{STATIC_PREFIX}/{kind}/{component}{suffix}.{kind}"), server_url
+                )
                 for component in components
             ]
 
         return Urls(urls=urls)
+
+    def extension_url(self, url: URL) -> URL:
+        """An extension URL from bokeh's bundler, pointed at the static files storage.
+
+        bokeh writes ``<root_url>static/extensions/<package>/<file>?v=<version hash>``. The
+        query busts caches when the package is upgraded; a manifest storage's hashed name
+        already does, so it is dropped there. A file the storage has no name for (a manifest
+        storage before collectstatic) keeps bokeh's URL, which views.bokeh_static answers.
+        """
+        text = str(url)
+        layout = f"{self.root_url}static/{EXTENSIONS_PREFIX}/"
+        if not text.startswith(layout):
+            return url
+        path, _, query = text[len(layout) :].partition("?")
+        try:
+            static = staticfiles_storage.url(f"{EXTENSIONS_PREFIX}/{path}")
+        except (ValueError, ImproperlyConfigured):
+            return url
+        if query and not isinstance(staticfiles_storage, ManifestFilesMixin):
+            static = f"{static}?{query}"
+        return URL(_absolute(static, self._server_url))
+
+
+def bundle_for(resources: Resources | None) -> Bundle:
+    """bokeh's bundle of scripts and styles for a page or autoload.js, extensions from static files."""
+    bundle = bundle_for_objs_and_resources(None, resources)
+    if isinstance(resources, StaticFilesResources):
+        bundle.js_files = [resources.extension_url(url) for url in bundle.js_files]
+    return bundle
 
 
 def resources_for(server_url: str | None = None) -> Resources:

@@ -18,6 +18,8 @@ from .conf import bokeh_settings
 app_name = "bokehserve_django"
 
 _app_patterns = [
+    # bokeh serve's layout for BokehJS and extensions (before the apps: "static" is reserved).
+    path("static/<path:path>", views.bokeh_static, name="bokeh_static"),
     path("<bokehapp:app_name>/autoload.js", views.autoload_js, name="autoload_js"),
     path("<bokehapp:app_name>/metadata", views.metadata, name="metadata"),
     path("<bokehapp:app_name>/static/<path:path>", views.app_static, name="app_static"),

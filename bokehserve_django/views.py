@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from bokeh.core.templates import AUTOLOAD_JS
-from bokeh.embed.bundle import Script, bundle_for_objs_and_resources
-from bokeh.embed.elements import script_for_render_items
-from bokeh.embed.server import server_html_page_for_session
+from bokeh.embed.bundle import Script
+from bokeh.embed.elements import html_page_for_render_items, script_for_render_items
 from bokeh.embed.util import RenderItem
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
@@ -40,12 +39,13 @@ from .auth import token_claims
 from .cluster import PAGE_TOKEN_KEY, Where, ensure_started, locate, membership, request_page
 from .conf import bokeh_settings
 from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused, SessionsUnavailable
+from .extensions import bokeh_serve_static_file
 from .requests import from_http_request, token_payload_for
-from .resources import resources_for
+from .resources import bundle_for, resources_for
 from .sessions import BokehSession, runtime
 from .urls_util import app_url
 
-__all__ = ("app_page", "app_static", "autoload_js", "favicon", "index", "metadata", "render_page_for_session", "stats")
+__all__ = ("app_page", "app_static", "autoload_js", "bokeh_static", "favicon", "index", "metadata", "render_page_for_session", "stats")
 
 logger = logging.getLogger(__name__)
 
@@ -188,14 +188,20 @@ async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
 
 
 def render_page(page_session: Any) -> str:
-    """bokeh's page for a session: BokehJS, the roots' divs, and the token to connect with."""
+    """bokeh's page for a session: BokehJS, the roots' divs, and the token to connect with.
+
+    What bokeh's ``server_html_page_for_session`` does, with the bundle from ``bundle_for``
+    (extensions from the site's static files).
+    """
     document = page_session.document
-    return server_html_page_for_session(
-        page_session,
-        resources=resources_for(),
-        title=document.title,
+    render_item = RenderItem(token=page_session.token, roots=document.roots, use_for_title=True)
+    return html_page_for_render_items(
+        bundle_for(resources_for()),
+        {},
+        [render_item],
+        document.title,
         template=document.template,
-        template_variables=document.template_variables,
+        template_variables=document.template_variables or {},
     )
 
 
@@ -313,7 +319,7 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
     except SessionsUnavailable as exc:
         return _cors(_unavailable_page(request, exc), request)
     resources = resources_for(server_url) if request.GET.get("resources") != "none" else None
-    bundle = bundle_for_objs_and_resources(None, resources)
+    bundle = bundle_for(resources)
     render_items = [RenderItem(token=page_session.token, elementid=element_id, use_for_title=False)]
     # script_for_render_items writes app_path and absolute_url between double quotes as they
     # are: hand it the inside of safe literals (checked by tests/security/test_autoload_params.py).
@@ -384,6 +390,31 @@ def app_static(request: HttpRequest, app_name: str, path: str) -> HttpResponse:
         return serve(request, relative, document_root=root)
     except (Http404, OSError):
         return _no_static_file()  # removed or made unreadable since the check above
+
+
+def bokeh_static(request: HttpRequest, path: str) -> HttpResponse:
+    """``/static/<path>`` under the prefix: BokehJS and extension files in bokeh serve's layout.
+
+    Our own pages load these from the site's static files (STATIC_URL). This answers code
+    that builds bokeh serve's URLs itself: Panel writes ``static/extensions/panel/...``
+    relative to the page into its pages and models. Where STATIC_URL is that same
+    ``<prefix>/static/``, the static files handler (or nginx) answers first, from the same
+    ``extensions/<package>/`` layout.
+    """
+    where = bokeh_serve_static_file(path)
+    if where is None:
+        return _no_static_file()
+    root, inner = where
+    relative = _static_file_path(str(root), inner)
+    if relative is None:
+        return _no_static_file()
+    try:
+        response = serve(request, relative, document_root=str(root))
+    except (Http404, OSError):
+        return _no_static_file()
+    # The files change only when a package is upgraded; bokeh's URLs then carry a new ?v=.
+    response["Cache-Control"] = "max-age=3600"
+    return response
 
 
 def index(request: HttpRequest) -> HttpResponse:

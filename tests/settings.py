@@ -1,9 +1,16 @@
 """Settings for the test suite: SQLite on disk (live servers share it), the in-memory channel layer."""
 
+import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TEST_APPS = Path(__file__).resolve().parent / "apps"
+
+# A Bokeh extension shipped as a package (tests/extension_package/README.md), importable in
+# the test process and in every server the tests start with these settings.
+TEST_EXTENSION_PACKAGES = str(Path(__file__).resolve().parent / "extension_package")
+if TEST_EXTENSION_PACKAGES not in sys.path:
+    sys.path.append(TEST_EXTENSION_PACKAGES)
 
 SECRET_KEY = "tests-only-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 DEBUG = True
@@ -75,6 +82,7 @@ BOKEHSERVE = {
         "figure_app": TEST_APPS / "figure_app.py",
         "whoami": TEST_APPS / "whoami.py",
         "notebook": TEST_APPS / "notebook.ipynb",
+        "shout": TEST_APPS / "shout.py",
     },
     "SIGN_SESSIONS": False,
 }

@@ -121,3 +121,23 @@ def test_pull_session_on_a_shown_and_changed_in_a_browser_on_b(
     assert opened_locally(cluster.a, session.id, "echo")
     assert relayed(cluster.b, session.id, "echo"), "the browser's WebSocket on B was not relayed to A"
     assert not opened_locally(cluster.b, session.id, "echo"), "B created its own copy of A's session"
+
+
+#: The Shout model's own view (tests/extension_package's script) marks its element.
+_SHOUT_RENDERED = "() => (document.querySelector('[data-shout]') || {dataset: {}}).dataset.shout"
+
+
+def test_extension_script_comes_from_collectstatic_output_behind_nginx(cluster, page: Page) -> None:
+    """A Bokeh extension shipped as a package, after collectstatic: nginx serves its script from STATIC_ROOT."""
+    assert (cluster.static_root / "extensions" / "bokehserve_test_ext" / "bokehserve_test_ext.js").is_file()
+    log_start = len(cluster.nginx.access_log)
+    watch = PageWatcher(page)
+    response = page.goto(f"{cluster.nginx.url}/shout")
+    assert response is not None and response.status == 200
+    assert watch.wait_js(_SHOUT_RENDERED, what="the Shout model's view") == "HELLO FROM AN EXTENSION"
+    watch.assert_clean()
+    log = cluster.nginx.access_log[log_start:]
+    served = re.findall(
+        r"^GET /static/extensions/bokehserve_test_ext/bokehserve_test_ext.js (\d+) upstream=(\S+)$", log, re.MULTILINE
+    )
+    assert served == [("200", "-")], f"the extension's script did not come from nginx's static files:\n{log}"

@@ -169,7 +169,9 @@ async def test_app_page(async_client, fresh_runtime, path):
     scripts = SCRIPT_RE.findall(html)
     # The page recovery script first (it must wrap WebSocket before BokehJS opens one), then BokehJS.
     assert scripts[:2] == [RECOVER_JS_URL, "/static/bokeh/js/bokeh.min.js"], scripts
-    assert all(src.startswith("/static/bokeh/js/") for src in scripts[1:]), scripts
+    # Extensions follow BokehJS: as under bokeh serve, a page loads every extension whose
+    # models this process has imported (here the shout app's, once another test ran it).
+    assert all(src.startswith(("/static/bokeh/js/", "/static/extensions/")) for src in scripts[1:]), scripts
     assert "data-root-id=" in html
     # No document state in the HTML: it comes over the WebSocket.
     assert "text_input" not in html
