@@ -128,13 +128,20 @@ class Message:
 
 
 def find_model_id(doc_json: Any, name: str) -> str:
-    """The id of the model whose ``name`` attribute is ``name`` in a serialized document."""
+    """The id of the model whose ``name`` attribute is ``name`` in a serialized document.
+
+    Panel widgets leave bokeh's ``name`` empty and put their own name in ``title``: such a
+    model is found by its title.
+    """
     stack = [doc_json]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             attrs = node.get("attributes")
-            if node.get("type") == "object" and isinstance(attrs, dict) and attrs.get("name") == name:
+            if node.get("type") == "object" and isinstance(attrs, dict) and name in (
+                attrs.get("name"),
+                attrs.get("title") if attrs.get("name") is None else None,
+            ):
                 return node["id"]
             stack.extend(node.values())
         elif isinstance(node, list):

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py                 # both servers, 5 repetitions
     .venv/bin/python bench/run.py --quick         # smaller counts, 2 repetitions
     .venv/bin/python bench/run.py --only bokeh    # one server only
+    .venv/bin/python bench/run.py --panel         # a Panel app: panel serve vs runbokeh
 
 Prints medians over the repetitions side by side with the ratio ours/bokeh and writes everything
 (per-repetition figures, errors, versions, commands) to ``bench/results/<stamp>.json``. Server logs
@@ -25,8 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from scenarios import GROUPS, Params  # noqa: E402
-from servers import HOST, KINDS, LABELS, RUNBOKEH_COMMAND_FILE, Server, command_for, versions  # noqa: E402
+from scenarios import GROUPS, PANEL_GROUPS, Params  # noqa: E402
+from servers import HOST, KINDS, LABELS, PANEL, RUNBOKEH_COMMAND_FILE, Server, command_for, versions  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 APPS = HERE / "apps"
@@ -129,8 +130,9 @@ def print_table(summary, kinds: list[str], params: Params, runs: int) -> list[di
     header = f"{'figure (median over runs, [min-max])':<{name_w}} {'unit':>5}"
     for kind in kinds:
         header += f" {LABELS[kind]:>24}"
+    reference = kinds[0]  # bokeh serve, or panel serve with --panel
     if len(kinds) == 2:
-        header += f" {'ours/bokeh':>10}  goal"
+        header += f" {'ours/' + reference:>11}  goal"
     print(header)
     print("-" * len(header))
     for key, label, unit, better in METRICS:
@@ -148,8 +150,8 @@ def print_table(summary, kinds: list[str], params: Params, runs: int) -> list[di
         line = f"{label:<{name_w}} {unit:>5} " + " ".join(cells)
         ratio = None
         verdict = ""
-        if len(kinds) == 2 and "bokeh" in values and "runbokeh" in values and values["bokeh"]:
-            ratio = values["runbokeh"] / values["bokeh"]
+        if len(kinds) == 2 and reference in values and "runbokeh" in values and values[reference]:
+            ratio = values["runbokeh"] / values[reference]
             if better == "lower":
                 verdict = "<=1 " + ("ok" if ratio <= 1.0 else "WORSE")
             elif better == "higher":
@@ -172,7 +174,12 @@ def print_table(summary, kinds: list[str], params: Params, runs: int) -> list[di
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one flat pass over the options and runs)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=KINDS, help="run one server only")
+    parser.add_argument("--only", choices=(*KINDS, PANEL), help="run one server only")
+    parser.add_argument(
+        "--panel",
+        action="store_true",
+        help="compare panel serve with runbokeh on a Panel app (apps/panel_widget.py) instead",
+    )
     parser.add_argument("--repeat", type=int, help="repetitions (default 5, or 2 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smaller counts and 2 repetitions")
     parser.add_argument(
@@ -201,22 +208,26 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one flat pass ove
 
     params = Params.quick() if args.quick else Params()
     repeat = args.repeat or (2 if args.quick else 5)
-    kinds = [args.only] if args.only else list(KINDS)
+    kinds = [args.only] if args.only else ([PANEL, "runbokeh"] if args.panel else list(KINDS))
+    all_groups = PANEL_GROUPS if args.panel else GROUPS
+    if args.panel:
+        args.groups = ",".join(g for g, _, _ in PANEL_GROUPS)
     if "runbokeh" in kinds and not RUNBOKEH_COMMAND_FILE.exists():
         print(f"note: {RUNBOKEH_COMMAND_FILE} does not exist yet; running bokeh serve only.", file=sys.stderr)
         kinds = ["bokeh"]
     wanted = [g.strip() for g in args.groups.split(",") if g.strip()]
-    groups = [g for g in GROUPS if g[0] in wanted]
-    unknown = set(wanted) - {g[0] for g in GROUPS}
+    groups = [g for g in all_groups if g[0] in wanted]
+    unknown = set(wanted) - {g[0] for g in all_groups}
     if unknown:
-        parser.error(f"unknown group(s) {sorted(unknown)}; choose from {[g[0] for g in GROUPS]}")
+        parser.error(f"unknown group(s) {sorted(unknown)}; choose from {[g[0] for g in all_groups]}")
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logdir = RESULTS / "logs" / stamp
     output = args.output or RESULTS / f"{stamp}.json"
-    extra = {"bokeh": args.bokeh_arg, "runbokeh": args.runbokeh_arg}
+    extra = {"bokeh": args.bokeh_arg, "runbokeh": args.runbokeh_arg, PANEL: []}
     env = {
         "bokeh": {},
+        PANEL: {},
         "runbokeh": {
             "DJANGO_SETTINGS_MODULE": args.django_settings,
             "DJANGO_DEBUG": "1" if args.django_debug else "0",

@@ -131,8 +131,9 @@ async def widget_roundtrip(server: Server, p: Params) -> dict[str, float]:
             value = f"rt-{i}-{time.monotonic_ns()}"
 
             def is_echo(m: Message) -> bool:
+                # The echo is a bokeh Div ("text") or, in the Panel app, a Panel TextInput ("value").
                 return any(
-                    e.get("model", {}).get("id") == echo_id and e.get("attr") == "text" and e.get("new") == value
+                    e.get("model", {}).get("id") == echo_id and e.get("attr") in ("text", "value") and e.get("new") == value
                     for e in iter_events(m)
                 )
 
@@ -411,4 +412,9 @@ GROUPS: list[tuple[str, str, list]] = [
     ("memory", "widget", [memory_per_session]),
     ("stream", "stream", [stream_burst, stream_load]),
     ("binary", "binary", [binary_update]),
+]
+
+#: run.py --panel: the widget scenarios on a Panel app, under panel serve and runbokeh.
+PANEL_GROUPS: list[tuple[str, str, list]] = [
+    ("panel", "panel_widget", [widget_roundtrip, session_open, session_open_concurrent]),
 ]

@@ -24,7 +24,9 @@ HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 KINDS = ("bokeh", "runbokeh")
-LABELS = {"bokeh": "bokeh serve", "runbokeh": "runbokeh"}
+#: Panel's own server, the reference for Panel apps (run.py --panel).
+PANEL = "panel"
+LABELS = {"bokeh": "bokeh serve", "runbokeh": "runbokeh", PANEL: "panel serve"}
 RUNBOKEH_COMMAND_FILE = REPO / "bokehserve_django" / "management" / "commands" / "runbokeh.py"
 
 
@@ -38,10 +40,12 @@ def command_for(kind: str, app_path: Path, port: int, extra: list[str] | None = 
     common = ["--port", str(port), "--address", HOST, "--allow-websocket-origin", f"{HOST}:{port}"]
     if kind == "bokeh":
         cmd = [str(VENV_BIN / "bokeh"), "serve", str(app_path), *common]
+    elif kind == PANEL:
+        cmd = [str(VENV_BIN / "panel"), "serve", str(app_path), *common]
     elif kind == "runbokeh":
         cmd = [str(VENV_BIN / "python"), str(REPO / "manage.py"), "runbokeh", str(app_path), *common]
     else:
-        raise ValueError(f"unknown server kind {kind!r}; expected one of {KINDS}")
+        raise ValueError(f"unknown server kind {kind!r}; expected one of {(*KINDS, PANEL)}")
     return cmd + list(extra or [])
 
 
