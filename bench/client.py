@@ -6,7 +6,8 @@ What a browser does to open a session, minus the static files:
    page embeds ``"token": "<token>"`` for BokehJS;
 2. WebSocket to ``/<app>/ws`` offering the subprotocols ``["bokeh", token]``, with an ``Origin``
    header as a browser sends it;
-3. wait for ``ACK``; send ``PULL-DOC-REQ``; wait for ``PULL-DOC-REPLY``.
+3. wait for ``ACK``; send ``PULL-DOC-REQ``; wait for ``PULL-DOC-REPLY``; send ``document_ready``
+   (a PATCH-DOC, as BokehJS does once it has rendered; not timed).
 
 Messages are framed as in ``bokeh/protocol``: header, metadata and content text frames, then per
 buffer a ``{"id": ...}`` text frame and a binary frame. The reader runs in a background task and
@@ -247,6 +248,8 @@ class Session:
             if reply.msgtype != "PULL-DOC-REPLY":
                 raise BenchError(f"PULL-DOC-REQ answered with {reply.msgtype}: {reply.content}")
             t3 = reply.received
+            # As BokehJS does once it has rendered; not part of the open's timings.
+            await session.document_ready()
         except BaseException:
             await session.close()
             raise
@@ -338,6 +341,20 @@ class Session:
     async def request(self, msgtype: str, content: Any, timeout: float = 30.0) -> Message:
         msgid = await self.send(msgtype, content)
         return await self.wait_for(lambda m: m.header.get("reqid") == msgid or m.msgtype == "ERROR", timeout)
+
+    async def document_ready(self) -> str:
+        """Send the ``document_ready`` event BokehJS sends once it has rendered the document.
+
+        Panel holds back events and periodic callbacks of a session until this event says the
+        page is connected (``pn.state.onload`` runs then): a client that never sends it
+        measures Panel's waiting, not its work. Plain Bokeh apps ignore it.
+        """
+        event = {
+            "kind": "MessageSent",
+            "msg_type": "bokeh_event",
+            "msg_data": {"type": "event", "name": "document_ready", "values": {"type": "map", "entries": []}},
+        }
+        return await self.send("PATCH-DOC", {"events": [event]})
 
     async def set_property(self, model_id: str, attr: str, new: Any) -> str:
         event = {"kind": "ModelChanged", "model": {"id": model_id}, "attr": attr, "new": new}
