@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from django.conf import settings
@@ -82,6 +83,10 @@ DEFAULTS: dict[str, Any] = {
     "DISABLE_INDEX": False,
     "DISABLE_INDEX_REDIRECT": False,
     "INDEX_TEMPLATE": None,
+    # Paths under the prefix of the liveness and readiness probes (probes.py), answered
+    # before Django: no sign-in, no database, no cookie, no ALLOWED_HOSTS check. None: off.
+    "LIVENESS_PATH": "healthz",
+    "READINESS_PATH": "readyz",
     # How pages load BokehJS: "server" (Django staticfiles, works offline), "cdn" or "inline".
     "RESOURCES": "server",
     # Load BokehJS unminified (easier debugging).
@@ -169,6 +174,7 @@ _INT_KEYS = {
 }
 _BOOL_KEYS = {"SIGN_SESSIONS", "GENERATE_SESSION_IDS", "DISABLE_INDEX", "DISABLE_INDEX_REDIRECT", "MINIFIED"}
 _RESOURCE_MODES = ("server", "cdn", "inline")
+_PROBE_PATH = re.compile(r"[A-Za-z0-9_\-.]+(/[A-Za-z0-9_\-.]+)*")
 
 
 class BokehServeSettings:
@@ -289,6 +295,14 @@ def _validate(name: str, value: Any) -> Any:
         raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
     if name == "PREFIX" and not isinstance(value, str):
         raise ValueError('a string such as "bokeh" (or "" for none)')
+    if name in ("LIVENESS_PATH", "READINESS_PATH") and value is not None:
+        if (
+            not isinstance(value, str)
+            or not _PROBE_PATH.fullmatch(value.strip("/"))
+            or {".", ".."} & set(value.strip("/").split("/"))
+        ):
+            raise ValueError('a path such as "healthz" or "probes/live" (letters, digits, "_", "-", ".", "/"), or None')
+        return value.strip("/")
     if name == "INDEX_TEMPLATE" and value is not None and not isinstance(value, str | os.PathLike):
         raise ValueError("the path of a Jinja template file (or None)")
     return value

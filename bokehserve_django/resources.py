@@ -161,33 +161,45 @@ class StaticFilesResources(RecoveringResources):
 
         return Urls(urls=urls)
 
-    def extension_url(self, url: URL) -> URL:
-        """An extension URL from bokeh's bundler, pointed at the static files storage.
+    @property
+    def js_files(self) -> list[str]:
+        return [self.extension_url(url) for url in super().js_files]
 
-        bokeh writes ``<root_url>static/extensions/<package>/<file>?v=<version hash>``. The
-        query busts caches when the package is upgraded; a manifest storage's hashed name
-        already does, so it is dropped there. A file the storage has no name for (a manifest
-        storage before collectstatic) keeps bokeh's URL, which views.bokeh_static answers.
+    @property
+    def css_files(self) -> list[str]:
+        return [self.extension_url(url) for url in super().css_files]
+
+    def extension_url(self, url: str) -> str:
+        """A URL of an extension's file in bokeh serve's layout, pointed at the static files storage.
+
+        Two writers use that layout: bokeh's bundler writes
+        ``<root_url>static/extensions/<package>/<file>?v=<version hash>``, and extension
+        models name their own scripts and styles (``__javascript__``, ``__css__``) as
+        ``static/extensions/<package>/...``, relative to the page (Panel's do). The query
+        busts caches when the package is upgraded; a manifest storage's hashed name already
+        does, so it is dropped there. A file the storage has no name for (a manifest storage
+        before collectstatic) keeps its URL, which views.bokeh_static answers.
         """
-        text = str(url)
-        layout = f"{self.root_url}static/{EXTENSIONS_PREFIX}/"
-        if not text.startswith(layout):
+        for layout in (f"{self.root_url}static/{EXTENSIONS_PREFIX}/", f"static/{EXTENSIONS_PREFIX}/"):
+            if url.startswith(layout):
+                break
+        else:
             return url
-        path, _, query = text[len(layout) :].partition("?")
+        path, _, query = url[len(layout) :].partition("?")
         try:
             static = staticfiles_storage.url(f"{EXTENSIONS_PREFIX}/{path}")
         except (ValueError, ImproperlyConfigured):
             return url
         if query and not isinstance(staticfiles_storage, ManifestFilesMixin):
             static = f"{static}?{query}"
-        return URL(_absolute(static, self._server_url))
+        return _absolute(static, self._server_url)
 
 
 def bundle_for(resources: Resources | None) -> Bundle:
     """bokeh's bundle of scripts and styles for a page or autoload.js, extensions from static files."""
     bundle = bundle_for_objs_and_resources(None, resources)
     if isinstance(resources, StaticFilesResources):
-        bundle.js_files = [resources.extension_url(url) for url in bundle.js_files]
+        bundle.js_files = [URL(resources.extension_url(str(url))) for url in bundle.js_files]
     return bundle
 
 

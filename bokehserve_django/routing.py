@@ -11,7 +11,8 @@ the Django user). The consumers and views start the process's Bokeh serving them
 the cluster, broadcasts and sign-outs work either way; under daphne (runbokeh,
 ``python -m bokehserve_django.daphne``) shutdown hooks run either way too. Under uvicorn or
 hypercorn, wrap the site's router in ``LifecycleMiddleware`` so that lifespan shutdown
-drains the process (check ``bokehserve_django.W006`` says so).
+drains the process (check ``bokehserve_django.W006`` says so). A site's own router also
+wraps itself in ``probes.ProbesMiddleware`` to answer ``/healthz`` and ``/readyz``.
 """
 
 from __future__ import annotations
@@ -67,14 +68,17 @@ def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
 
         http_application = get_asgi_application()
     from .cluster import LifecycleMiddleware
+    from .probes import ProbesMiddleware
 
     return LifecycleMiddleware(
-        ProtocolTypeRouter(
-            {
-                "http": http_application,
-                "websocket": SessionAuthMiddleware(
-                    URLRouter([*websocket_urlpatterns, re_path(r"", NotFoundConsumer.as_asgi())])
-                ),
-            }
+        ProbesMiddleware(
+            ProtocolTypeRouter(
+                {
+                    "http": http_application,
+                    "websocket": SessionAuthMiddleware(
+                        URLRouter([*websocket_urlpatterns, re_path(r"", NotFoundConsumer.as_asgi())])
+                    ),
+                }
+            )
         )
     )

@@ -21,6 +21,7 @@ The app is tests/cluster/apps/stateful (given to runbokeh as an APP argument).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -182,6 +183,8 @@ async def _boot_scenario(
         record["down_django"] = await _http(a.url + DJANGO_PAGE)
         await asyncio.sleep(0.5)
     record["down_ws_again"] = await _ws_close_at_once(a.url, fresh_token())
+    record["ready_down"] = await _http(a.url + "/readyz")
+    record["live_down"] = await _http(a.url + "/healthz")
     record["broadcast_down"] = await _timed(
         asyncio.to_thread(http_post, a.url + "/cluster-test/broadcast", {"topic": "t", "text": "x"}, 10), 11
     )
@@ -201,6 +204,14 @@ async def _boot_scenario(
             break
         await asyncio.sleep(0.3)
     record["recovery_attempts"] = attempts
+    # Readiness follows: 200 again within a few heartbeats of Redis coming back.
+    record["ready_up"] = None
+    while time.monotonic() - up_at < RECOVER_WITHIN + 3:
+        ready = await _http(a.url + "/readyz")
+        if ready[0] == "ok" and ready[2][0] == 200:
+            record["ready_up"] = ready
+            break
+        await asyncio.sleep(0.3)
 
     # A second process started now shares sessions with the first, both ways.
     b = await asyncio.to_thread(_start, env)
@@ -281,6 +292,22 @@ def test_boot_without_redis_websocket_closes_with_4009_and_reason(boot) -> None:
         )
         assert result["messages"] == 0, f"the server sent messages before closing: {result}"
         assert result["seconds"] < FAST, result
+
+
+def test_readiness_is_503_with_the_reason_while_redis_is_down_and_liveness_200(boot) -> None:
+    outcome, seconds, result = boot["ready_down"]
+    assert outcome == "ok", boot["ready_down"]
+    status, headers, body = result
+    assert status == 503 and json.loads(body)["reason"] == "redis", (status, body)
+    assert "unreachable" in json.loads(body)["detail"] and seconds < FAST, (seconds, body)
+    outcome, seconds, result = boot["live_down"]
+    assert outcome == "ok" and result[0] == 200 and json.loads(result[2]) == {"status": "alive"}, boot["live_down"]
+
+
+def test_readiness_is_200_again_once_redis_is_up(boot) -> None:
+    ready = boot["ready_up"]
+    assert ready is not None, f"/readyz stayed 503 after Redis came up\n{boot['logs']}"
+    assert json.loads(ready[2][2]) == {"ready": True, "reason": "ready", "detail": "This process takes new sessions."}
 
 
 def test_boot_without_redis_broadcast_view_returns(boot) -> None:

@@ -166,6 +166,19 @@ async def test_autoload_js_loads_the_extension_with_absolute_urls(async_client, 
     assert not any("localhost:5006" in u for u in urls)
 
 
+@needs_panel
+async def test_extension_models_own_relative_urls_come_from_static_files_too(async_client, fresh_runtime) -> None:
+    # Panel's models name their scripts "static/extensions/panel/...", relative to the page:
+    # on a page at /echo/ or under a prefix that would miss. Once panel is imported, every
+    # page of the process loads them (bokeh's Resources collect them from all models).
+    import panel  # noqa: F401
+
+    html = (await async_client.get("/echo")).content.decode()
+    panel_urls = [u for u in scripts_of(html) if "extensions/panel/" in u]
+    assert panel_urls, scripts_of(html)
+    assert all(u.startswith("/static/extensions/panel/") for u in panel_urls), panel_urls
+
+
 # ---------------------------------------------------------------------------
 # A real server: STATIC_URL files, and bokeh serve's layout under the prefix
 # ---------------------------------------------------------------------------
