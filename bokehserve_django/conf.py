@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
     # Live sessions one signed-in user / one client address may hold at once (0: no cap).
     "MAX_SESSIONS_PER_USER": 0,
     "MAX_SESSIONS_PER_ADDRESS": 0,
+    # Live sessions this process holds at once (0: no cap). Past it, pages answer 503 with
+    # Retry-After, so a balancer tries another process. Sessions being created count too.
+    "MAX_SESSIONS": 0,
     # Index page at the prefix root: disable it, disable the redirect to a single
     # app, or render a custom Jinja template (path to a file) instead of ours.
     "DISABLE_INDEX": False,
@@ -167,6 +170,7 @@ _INT_KEYS = {
     "MAX_BUFFERS_PER_MESSAGE",
     "MAX_SESSIONS_PER_USER",
     "MAX_SESSIONS_PER_ADDRESS",
+    "MAX_SESSIONS",
     "STATS_LOG_FREQUENCY",
     "MEM_LOG_FREQUENCY",
     "DRAIN_TIMEOUT",

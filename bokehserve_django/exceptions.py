@@ -15,6 +15,7 @@ __all__ = (
     "InvalidEnvironmentVariable",
     "InvalidToken",
     "NotAccepting",
+    "ProcessFull",
     "SessionNotFound",
     "SessionRefused",
     "SessionsUnavailable",
@@ -77,6 +78,10 @@ class SessionsUnavailable(RuntimeError):
 
 class ClusterUnavailable(SessionsUnavailable):
     """Raised when the cluster's Redis is unreachable, so a session's owner cannot be found or recorded."""
+
+
+class ProcessFull(SessionsUnavailable):
+    """Raised when this process already holds BOKEHSERVE["MAX_SESSIONS"] sessions (being created included)."""
 
 
 class NotAccepting(SessionsUnavailable):

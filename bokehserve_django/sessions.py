@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import gc
 import logging
 import os
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol as TypingProtocol
 
@@ -26,7 +28,7 @@ from bokeh.protocol import Protocol
 from bokeh.server.session import ServerSession
 from tornado.ioloop import IOLoop
 
-from .exceptions import AppLoadError, NotAccepting, SessionNotFound, SessionRefused
+from .exceptions import AppLoadError, NotAccepting, ProcessFull, SessionNotFound, SessionRefused
 from .protocol import CloseCode, error_message
 from .threads import app_code_executor
 
@@ -386,7 +388,14 @@ class AppSessions:
     async def _create(
         self, session_id: str, request: SessionRequest | None, token: str, token_payload: dict[str, Any]
     ) -> BokehSession:
-        runtime.check_capacity(request)
+        # Held until get_or_create files the session (no await in between), so that opens
+        # in parallel count against the caps too.
+        with runtime.reserve_capacity(request):
+            return await self._build(session_id, request, token, token_payload)
+
+    async def _build(
+        self, session_id: str, request: SessionRequest | None, token: str, token_payload: dict[str, Any]
+    ) -> BokehSession:
         document = Document()
         context = BokehSessionContext(
             session_id, self.server_context, document, request, token_payload, logout_url=self._logout_url
@@ -483,6 +492,8 @@ class SessionRuntime:
         self._loggers: list[asyncio.Task[None]] = []
         #: Coroutines called with (app name, session id) after a session is destroyed.
         self.destroy_listeners: list[Callable[[str, str], Awaitable[None]]] = []
+        #: Requests of the sessions being created now (reserve_capacity).
+        self._creating: list[SessionRequest | None] = []
         self._gc_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -604,10 +615,35 @@ class SessionRuntime:
     def apps(self) -> dict[str, AppSessions]:
         return dict(self._apps)
 
+    @contextlib.contextmanager
+    def reserve_capacity(self, request: SessionRequest | None) -> Iterator[None]:
+        """Count a session being created against the caps while it is built; refuse it if over one.
+
+        Check and reservation happen with no await in between, so parallel opens cannot
+        all pass a check that none of them has been counted in yet.
+        """
+        self.check_capacity(request)
+        self._creating.append(request)
+        try:
+            yield
+        finally:
+            self._creating.remove(request)
+
     def check_capacity(self, request: SessionRequest | None) -> None:
-        """Refuse a new session when its user or address already holds the maximum number."""
+        """Refuse a new session when the process, its user or its address holds the maximum number.
+
+        Live sessions and sessions being created both count.
+        """
         from .conf import bokeh_settings
 
+        limit = bokeh_settings.MAX_SESSIONS
+        # Sessions being created are in _creating (and, per app, pending): count them once.
+        holding = sum(len(a.sessions) for a in self._apps.values()) + len(self._creating)
+        if limit and holding >= limit:
+            raise ProcessFull(
+                f"This server holds its maximum of {limit} sessions (MAX_SESSIONS); try again shortly.",
+                retry_after=bokeh_settings.UNAVAILABLE_RETRY_AFTER,
+            )
         if request is None:
             return
         per_user, per_address = bokeh_settings.MAX_SESSIONS_PER_USER, bokeh_settings.MAX_SESSIONS_PER_ADDRESS
@@ -615,15 +651,14 @@ class SessionRuntime:
             return
         user_pk = getattr(request.user, "pk", None) if getattr(request.user, "is_authenticated", False) else None
         same_user = same_address = 0
-        for app_sessions in self._apps.values():
-            for session in app_sessions.sessions:
-                other = session.context.request
-                if other is None:
-                    continue
-                if user_pk is not None and getattr(other.user, "pk", None) == user_pk:
-                    same_user += 1
-                if request.remote_ip and other.remote_ip == request.remote_ip:
-                    same_address += 1
+        others = [s.context.request for a in self._apps.values() for s in a.sessions] + self._creating
+        for other in others:
+            if other is None:
+                continue
+            if user_pk is not None and getattr(other.user, "pk", None) == user_pk:
+                same_user += 1
+            if request.remote_ip and other.remote_ip == request.remote_ip:
+                same_address += 1
         if per_user and user_pk is not None and same_user >= per_user:
             raise SessionRefused(f"User {user_pk} already has {same_user} live sessions (MAX_SESSIONS_PER_USER).")
         if per_address and request.remote_ip and same_address >= per_address:
@@ -695,8 +730,30 @@ class SessionRuntime:
         def collect() -> None:
             self._gc_handle = None
             gc.collect()
+            release_free_memory()
 
         self._gc_handle = loop.call_later(delay, collect)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc (musl, macOS): its allocator returns memory its own way
+
+
+def release_free_memory() -> bool:
+    """Hand the allocator's free memory back to the system (glibc's malloc_trim); whether it could.
+
+    Destroyed documents leave many small free blocks in glibc's arenas, which it keeps:
+    without this, RSS stays at its peak after a wave of sessions ends.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def resident_memory() -> int:

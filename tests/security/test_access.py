@@ -15,6 +15,7 @@ server has); and bokeh.client against a live server (no cookie: anonymous).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -229,6 +230,37 @@ async def test_sessions_per_user_are_capped_and_other_users_are_not_affected(sec
     carol = await client_for(users["carol"])
     assert (await carol.get("/login")).status_code == 200
     assert len(runtime.app("login").sessions) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_parallel_opens_cannot_slip_past_the_per_user_cap(security_settings, users, fresh_runtime) -> None:
+    # Each open runs its app code off the loop: before the cap counted sessions being
+    # created, all six passed a check in which none of the others had been counted yet.
+    security_settings.BOKEHSERVE = {**security_settings.BOKEHSERVE, "MAX_SESSIONS_PER_USER": 2}
+    bob = await client_for(users["bob"])
+    statuses = [r.status_code for r in await asyncio.gather(*(bob.get("/login") for _ in range(6)))]
+    assert sorted(statuses) == [200, 200, 403, 403, 403, 403], statuses
+    assert len(runtime.app("login").sessions) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_process_cap_answers_503_with_retry_after_and_counts_parallel_opens(
+    security_settings, fresh_runtime
+) -> None:
+    security_settings.BOKEHSERVE = {**security_settings.BOKEHSERVE, "MAX_SESSIONS": 3}
+    client = AsyncClient()
+    responses = await asyncio.gather(*(client.get("/public") for _ in range(6)))
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 503, 503, 503]
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused["Retry-After"].isdigit() and b"MAX_SESSIONS" in refused.content
+    assert len(runtime.app("public").sessions) == 3
+    # A WebSocket asking for a new session is accepted, then closed with 1001 and the reason.
+    token = signing.generate_token(signing.generate_session_id())
+    async with websocket("public", token) as communicator:
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected
+        closed = await communicator.receive_output(timeout=10)
+        assert closed["type"] == "websocket.close" and closed["code"] == 1001 and "MAX_SESSIONS" in closed["reason"]
 
 
 # ---------------------------------------------------------------------------
