@@ -11,8 +11,8 @@ It also owns how the process stops. Twisted's own SIGTERM/SIGINT handlers call
 triggers run and then drops every transport (``disconnectAll``) without writing what is
 still buffered, so close frames queued during the stop never reached the clients. Here a
 signal instead (1) stops listening, (2) runs ``stop_process()`` (the drain), bounded by
-``DRAIN_TIMEOUT`` plus a grace period, (3) waits for the closing handshakes, so the close
-frames are on the wire, and only then (4) stops the reactor, where daphne cancels its
+``DRAIN_TIMEOUT`` plus a grace period, (3) waits until the WebSockets' connections are
+gone, so the close frames are on the wire, and only then (4) stops the reactor, where daphne cancels its
 application instances. A second signal closes every WebSocket at once, which ends the
 drain. A watchdog thread ends the process if the stop still hangs past its bound.
 """
@@ -45,6 +45,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .protocol import CloseCode
@@ -56,12 +57,19 @@ logger = logging.getLogger(__name__)
 #: Seconds stop_process() may take beyond DRAIN_TIMEOUT (destroying the sessions left,
 #: on_server_unloaded, leaving the cluster) before the stop goes on without it.
 STOP_PROCESS_GRACE = 2
-#: Seconds to wait for clients to answer our close frames; autobahn itself drops (after
-#: flushing) a connection whose client stays silent for its 1 s closeHandshakeTimeout.
+#: Seconds to wait for the WebSockets' connections to end once every one has its close frame:
+#: a client answers within milliseconds, and one that stays silent meets autobahn's close
+#: handshake timeout (1 s, quantized to 0-1 s), which ends the connection after the close
+#: frame is written (BokehWebSocketProtocol.onCloseHandshakeTimeout).
 CLOSE_HANDSHAKE_WAIT = 2
 #: Seconds after the signal, beyond DRAIN_TIMEOUT, at which the watchdog ends the process:
 #: the two waits above plus a second for daphne to cancel its application instances.
 STOP_GRACE = STOP_PROCESS_GRACE + CLOSE_HANDSHAKE_WAIT + 1
+#: Seconds a connection ended by the close handshake timeout may take to write what it still
+#: holds (our close frame) and see the peer close before it is aborted: only a peer that reads
+#: nothing, or never closes, takes that long. A stop does not wait for it (the wait above is
+#: shorter; stopping the reactor ends such connections).
+CLOSE_LINGER_TIMEOUT = 5
 #: The close reason for WebSockets the server closes itself (the same words the session
 #: runtime uses when it destroys sessions at shutdown).
 SHUTDOWN_REASON = "Server is shutting down"
@@ -89,6 +97,11 @@ class _LeveledPerMessageDeflate(PerMessageDeflate):
 
 class BokehWebSocketProtocol(WebSocketProtocol):
     """daphne's WebSocket protocol, sending the close reason the application gives."""
+
+    #: Closing after a close handshake timeout (see onCloseHandshakeTimeout), and the
+    #: abortConnection() that bounds it.
+    _lingering = False
+    _linger_bound: Any = None
 
     def onOpen(self) -> None:
         level = getattr(self.factory, "bokeh_compression_level", None)
@@ -133,6 +146,71 @@ class BokehWebSocketProtocol(WebSocketProtocol):
             )
             return
         super().handle_reply(message)
+
+    def onCloseHandshakeTimeout(self) -> None:
+        """The client did not answer our close frame in time: end the connection, after that frame.
+
+        autobahn drops the connection here with abortConnection(), which discards what the
+        transport still buffers and resets the TCP connection (SO_LINGER 0). Its 1 s timeout
+        is quantized to whole seconds (txaio's batched timer: ``int(now + delay)``), so it
+        fires 0-1 s after the close frame was *queued* (23 ms was seen), and at shutdown the
+        drain queues the close frames and then keeps the loop busy (on_session_destroyed
+        hooks, destroying documents, a gc.collect()), so the timeout is often due before the
+        frame was even written: the client cannot have answered. Two ways the frame was then
+        lost (the client saw 1006):
+
+        - TLS (runbokeh --ssl-certfile): the frame still sat in BufferingTLSTransport's
+          small-write aggregator, which a callLater(0) flushes into the TCP buffer in the same
+          loop iteration as this timeout; the abort discarded it.
+        - Plain TCP behind nginx (test_rolling_restart.py): the frame was written (the
+          kernel's send queue was empty at the abort: nginx's socket had it), the RST
+          followed within a millisecond, and nginx closed the client's side without passing
+          the frame on.
+
+        So the same bookkeeping as autobahn's, but a lingering close (``_closeConnection``).
+        """
+        self.closeHandshakeTimeoutCall = None
+        if self.state == self.STATE_CLOSED:
+            return
+        self.wasClean = False
+        self.wasNotCleanReason = "WebSocket closing handshake timeout (peer did not finish the closing handshake in time)"
+        self.wasCloseHandshakeTimeout = True
+        self._lingering = True
+        self.dropConnection(abort=False)
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        # autobahn's one place that ends the transport (dropConnection calls it).
+        if abort or not self._lingering:
+            super()._closeConnection(abort)
+            return
+        # Write everything still buffered (our close frame), then tell the peer we are done,
+        # and keep reading (and discarding) until it closes too, so that nothing it sends
+        # meanwhile meets a reset. TLS: loseConnection() flushes the aggregator, sends
+        # close_notify and waits for the peer's. TCP: a half-close (FIN after the data).
+        # (Check TLS first: its wrapper forwards unknown attributes such as loseWriteConnection
+        # to the raw TCP transport underneath.)
+        if not ISSLTransport.providedBy(self.transport) and hasattr(self.transport, "loseWriteConnection"):
+            self.transport.loseWriteConnection()
+        else:
+            self.transport.loseConnection()
+        self._linger_bound = reactor.callLater(CLOSE_LINGER_TIMEOUT, self._end_lingering)
+
+    def _end_lingering(self) -> None:
+        self._linger_bound = None
+        logger.info("A WebSocket client did not close its connection within %s s of our close frame; aborting it",
+                    CLOSE_LINGER_TIMEOUT)
+        self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._lingering:
+            return  # after our close frame and its timeout: read only to see the peer close
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Any = connectionDone) -> None:
+        if self._linger_bound is not None and self._linger_bound.active():
+            self._linger_bound.cancel()
+        self._linger_bound = None
+        super().connectionLost(reason)
 
 
 class BokehDaphneServer(Server):
@@ -300,21 +378,30 @@ class BokehDaphneServer(Server):
         # Any WebSocket still open carries no session (a relay, a handshake that just
         # finished); it too gets a close frame rather than a dropped connection.
         self._close_open_websockets()
+        # Wait until each of their connections is gone (connectionLost), not until autobahn's
+        # state says CLOSED: autobahn sets CLOSED as it *starts* dropping a connection, while
+        # the transport may still hold the close frame (a TLS transport's write aggregator, the
+        # TCP buffer), and stopping the reactor then (disconnectAll) discards it unwritten.
         deadline = time.monotonic() + CLOSE_HANDSHAKE_WAIT
-        while self._open_websockets(closing_too=True) and time.monotonic() < deadline:
+        while self._connected_websockets() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        left = self._open_websockets(closing_too=True)
+            # A handshake that was in flight above (its consumer still awaiting Redis, say)
+            # may complete meanwhile: it gets its close frame at once too.
+            self._close_open_websockets()
+        left = self._connected_websockets()
         if left:
-            logger.warning("%d WebSocket(s) did not finish their closing handshake in %s s", len(left),
+            logger.warning("%d WebSocket connection(s) still open %s s after their close frames", len(left),
                            CLOSE_HANDSHAKE_WAIT)
         self._stop_phase = "stopping the reactor"
 
-    def _open_websockets(self, closing_too: bool = False) -> list[WebSocketProtocol]:
-        states = {WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STATE_CLOSING} if closing_too else {
-            WebSocketProtocol.STATE_OPEN}
+    def _open_websockets(self) -> list[WebSocketProtocol]:
+        return [protocol for protocol in self._connected_websockets() if protocol.state == WebSocketProtocol.STATE_OPEN]
+
+    def _connected_websockets(self) -> list[WebSocketProtocol]:
+        """WebSockets whose connection has not been lost yet, whatever autobahn's state says."""
         return [
             protocol for protocol, details in self.connections.items()
-            if isinstance(protocol, WebSocketProtocol) and "disconnected" not in details and protocol.state in states
+            if isinstance(protocol, WebSocketProtocol) and "disconnected" not in details
         ]
 
     def _close_open_websockets(self) -> None:

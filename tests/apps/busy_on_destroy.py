@@ -1,0 +1,20 @@
+"""Test app whose on_session_destroyed keeps the event loop busy for 1.5 s, as a heavy clean-up would.
+
+That is longer than autobahn's close handshake timeout (1 s, which its batched timer fires
+0-1 s after the close frame): at shutdown the drain queues the close frames and then runs
+this hook, so the timeout is due before the loop writes anything. The close frame must get
+out all the same (tests/integration/test_tls_and_proxy.py).
+"""
+
+import time
+
+from bokeh.io import curdoc
+from bokeh.models import Div
+
+
+def on_destroyed(session_context):
+    time.sleep(1.5)
+
+
+curdoc().add_root(Div(text="busy on destroy"))
+curdoc().on_session_destroyed(on_destroyed)
