@@ -15,6 +15,7 @@ __all__ = (
     "InvalidEnvironmentVariable",
     "InvalidToken",
     "NotAccepting",
+    "PanelNotInstalled",
     "SessionNotFound",
     "SessionRefused",
     "SessionsUnavailable",
@@ -33,6 +34,16 @@ class InvalidEnvironmentVariable(ImproperlyConfigured):
         self.variable = variable
         self.value = value
         self.reason = reason
+
+
+class PanelNotInstalled(ImproperlyConfigured):
+    """Raised when an app needs Panel's builder (a ``.md`` file, a script importing panel...) but panel is not installed."""
+
+    def __init__(self, app: object) -> None:
+        super().__init__(
+            f"{app!r} is a Panel app, and Panel is not installed; install it with "
+            'pip install "bokehserve-django[panel]" (see docs/panel.md).'
+        )
 
 
 class AppNotRegistered(LookupError):

@@ -227,6 +227,15 @@ class SessionConnection:
         return self._protocol
 
     @property
+    def _socket(self) -> SessionConnection:
+        """Where bokeh's ServerConnection keeps its WebSocket: Panel writes messages through it.
+
+        Panel dispatches on the type of ``connection._socket``; bokehserve_django.panel.builder
+        registers how to write to this one (its send_message).
+        """
+        return self
+
+    @property
     def session(self) -> BokehSession:
         assert self._session is not None
         return self._session
@@ -310,6 +319,14 @@ class AppSessions:
         self._pending: dict[str, asyncio.Future[BokehSession]] = {}
         self.created_count = 0
         self.destroyed_count = 0
+
+    @property
+    def url(self) -> str:
+        """The app's path below the prefix, as bokeh's ``ApplicationContext.url`` (``/sliders``)."""
+        return f"/{self.name}"
+
+    #: bokeh's private name of ``url``, which Panel reads to tell the prefix from the app path.
+    _url = url
 
     @property
     def sessions(self) -> list[BokehSession]:
