@@ -170,6 +170,7 @@ class BokehSession(ServerSession):
         super().__init__(session_id, document, io_loop=IOLoop.current(), token=token)
         self.context = context
         self.created_at = time.monotonic()
+        self._app_modules: list[Any] = []
 
     @property
     def connections(self) -> list[SessionConnection]:
@@ -180,15 +181,22 @@ class BokehSession(ServerSession):
 
         Both cost ~100 ms or more with a few dozen live documents and block the loop; the
         runtime collects garbage once per sweep instead (see SessionRuntime.collect_garbage).
+        The app's modules are kept for the session-destroyed hooks that run next (bokeh
+        clears them here, so hooks using module globals fail there, bokeh/bokeh#14538);
+        clear_modules() clears them after the hooks.
         """
         modules = self.document.modules
-        for module in getattr(modules, "_modules", []):
-            sys.modules.pop(module.__name__, None)
-            module.__dict__.clear()
         if hasattr(modules, "_modules"):
-            modules._modules = []
+            self._app_modules, modules._modules = list(modules._modules), []
         with _gc_collect_deferred():
             super().destroy()
+
+    def clear_modules(self) -> None:
+        """Clear the modules the app code ran in (once the session-destroyed hooks have run)."""
+        app_modules, self._app_modules = self._app_modules, []
+        for module in app_modules:
+            sys.modules.pop(module.__name__, None)
+            module.__dict__.clear()
 
 
 @contextlib.contextmanager
@@ -437,10 +445,10 @@ class AppSessions:
         only_if_unused: bool = False,
         close_code: int = CloseCode.SESSION_DESTROYED,
     ) -> bool:
-        """Close the session's connections, run on_session_destroyed, then destroy its document.
+        """Close the session's connections, destroy its document, then run on_session_destroyed.
 
-        The hooks run while the document and the app module are still intact (bokeh serve
-        clears the module first, so hooks that use module globals fail there). The session
+        The order is bokeh's, except that the app module is cleared only after the hooks
+        (bokeh serve clears it first, so hooks that use module globals fail there). The session
         leaves the table, and the destroy listeners (the cluster's owner record) hear of it,
         before its clients are closed, so their reconnects never find it. With
         ``only_if_unused``, a session that a client reattached to is kept. Returns whether
@@ -461,12 +469,15 @@ class AppSessions:
             connection.detach()
             with contextlib.suppress(Exception):
                 await connection.close(close_code, reason)
+        # bokeh's order (ApplicationContext._discard_session): the document is destroyed under
+        # its lock, then the hooks run outside it. Panel's cleanup relies on that order.
+        if not session.destroyed:
+            await session.with_document_locked(session.destroy)
         try:
             await self.application.on_session_destroyed(session.context)
         except Exception:
             logger.error("Error in on_session_destroyed of app %r", self.name, exc_info=True)
-        if not session.destroyed:
-            await session.with_document_locked(session.destroy)
+        session.clear_modules()
         self.destroyed_count += 1
         logger.debug("Destroyed session %r of app %r", session.id, self.name)
         return True
