@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from collections.abc import Callable
@@ -29,6 +30,7 @@ PANEL_APPS: dict[str, Any] = {
     "tabulator": APPS / "tabulator.py",
     "onload": APPS / "onload.py",
     "request_info": APPS / "request_info.py",
+    "lifecycle": APPS / "lifecycle.py",
     "page": APPS / "page.md",
     "notebook": APPS / "notebook.ipynb",
     "whoami": {"app": APPS / "whoami.py", "access": "login"},
@@ -42,8 +44,8 @@ def token_of(html: str) -> str:
 
 
 def texts(document: Document) -> list[str]:
-    """The text of every model that has one (Markdown panes render into an HTML model's text)."""
-    return [str(model.text) for model in document.models if "text" in model.properties() and model.text]
+    """The text of every model that has one (Markdown panes render into an HTML model's text, escaped)."""
+    return [html.unescape(str(m.text)) for m in document.models if "text" in m.properties() and m.text]
 
 
 def has_text(fragment: str) -> Callable[[Document], bool]:
