@@ -32,7 +32,14 @@ from ..exceptions import PanelNotInstalled
 if TYPE_CHECKING:
     from bokeh.application import Application
 
-__all__ = ("PANEL_EXTRA", "build_panel_application", "is_panel_application", "is_panel_spec", "panel_installed")
+__all__ = (
+    "PANEL_EXTRA",
+    "build_panel_application",
+    "is_panel_application",
+    "is_panel_spec",
+    "names_panel",
+    "panel_installed",
+)
 
 #: How to get Panel, as every error about a missing Panel says it.
 PANEL_EXTRA = 'pip install "bokehserve-django[panel]"'
@@ -49,6 +56,11 @@ def panel_installed() -> bool:
         return importlib.util.find_spec("panel") is not None
     except (ImportError, ValueError):  # ValueError: sys.modules["panel"] is None or has no spec
         return False
+
+
+def names_panel(module_name: str | None) -> bool:
+    """Whether a missing module (ModuleNotFoundError.name) is panel or part of it."""
+    return module_name is not None and module_name.split(".")[0] == "panel"
 
 
 def is_panel_spec(spec: Any) -> bool:

@@ -11,7 +11,7 @@ from bokehserve_django.sessions import runtime
 @pytest.fixture
 async def panel_apps(settings):
     """tests/settings.py with the Panel test apps registered (needs panel: use in tests that importorskip it)."""
-    from tests.panel.helpers import PANEL_APPS
+    from tests.panel.settings import PANEL_APPS
 
     settings.BOKEHSERVE = {**settings.BOKEHSERVE, "APPS": dict(PANEL_APPS)}
     registry.reset()

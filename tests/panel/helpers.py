@@ -7,7 +7,6 @@ import html
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bokeh.document import Document
@@ -19,25 +18,7 @@ from django.test import AsyncClient
 from tests.asgi import application
 from tests.bokeh_client import PROTOCOL
 
-APPS = Path(__file__).resolve().parent / "apps"
 HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"user-agent", b"panel-test-agent")]
-
-#: The Panel apps of these tests, as a site would list them in BOKEHSERVE["APPS"].
-PANEL_APPS: dict[str, Any] = {
-    "bind": APPS / "bind.py",
-    "template": APPS / "template.py",
-    "periodic": APPS / "periodic.py",
-    "tabulator": APPS / "tabulator.py",
-    "onload": APPS / "onload.py",
-    "request_info": APPS / "request_info.py",
-    "lifecycle": APPS / "lifecycle.py",
-    "page": APPS / "page.md",
-    "notebook": APPS / "notebook.ipynb",
-    "whoami": {"app": APPS / "whoami.py", "access": "login"},
-    "function": "tests.panel.apps.objects:dashboard",
-    "template_object": "tests.panel.apps.objects:shared_template",
-}
-
 
 def token_of(html: str) -> str:
     return re.search(r'"token":"([^"]+)"', html).group(1)
