@@ -3,4 +3,4 @@
 import panel as pn
 
 info = pn.state.user_info or {}
-pn.pane.Markdown(f"user: {pn.state.user} email: {info.get('email', '-')}").servable()
+pn.pane.Str(f"user: {pn.state.user} email: {info.get('email', '-')}").servable()
