@@ -546,6 +546,26 @@ class SessionRuntime:
         ]
         logger.debug("Session runtime started for apps %s", sorted(self._apps))
 
+    async def warm(self) -> None:
+        """Run every app's code once, in a session created and destroyed at once (runbokeh --warm).
+
+        As ``panel serve --warm``: module-level work (imports, ``pn.state.as_cached``) is done
+        before the first visitor comes. A failure is logged; the app keeps being served.
+        """
+        from .signing import generate_session_id
+
+        for name, app_sessions in list(self._apps.items()):
+            try:
+                # An empty request (no arguments, cookies or user): app code, Panel's
+                # included, may read session_context.request as for any visitor.
+                request = SessionRequest(path=app_sessions.url)
+                session = await app_sessions.get_or_create(generate_session_id(), request, "", {})
+            except Exception:
+                logger.error("Warming app %r failed", name, exc_info=True)
+                continue
+            await app_sessions.discard(session, reason="Warm-up session")
+            logger.info("Warmed app %r", name)
+
     def stop_accepting(self) -> None:
         """Create no more sessions, and do not start again (on_server_loaded runs once)."""
         self.accepting = False

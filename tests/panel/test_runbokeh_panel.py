@@ -1,11 +1,15 @@
-"""runbokeh serves Panel apps next to Bokeh apps, under --prefix, and stops without Panel errors."""
+"""runbokeh serves Panel apps next to Bokeh apps, under --prefix, with panel serve's --warm and
+--static-dirs, and stops without Panel errors."""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import re
+import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -16,12 +20,23 @@ from bokeh.document import Document
 from tests.bokeh_client import PROTOCOL, RawBokehClient
 from tests.live import LiveServer
 
+ASSETS = Path(__file__).resolve().parent / "assets"
+
 
 @pytest.fixture(scope="module")
 def prefixed():
-    server = LiveServer("--prefix", "bokeh", settings="tests.panel.settings")
+    server = LiveServer(
+        "--prefix", "bokeh", "--warm", "--static-dirs", f"assets={ASSETS}", settings="tests.panel.settings"
+    )
     yield server
     server.stop()
+
+
+def status(url: str) -> int:
+    try:
+        return urllib.request.urlopen(url, timeout=20).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def pull_texts(server: LiveServer, app: str, query: str = "") -> list[str]:
@@ -55,6 +70,21 @@ def test_pn_state_base_url_is_the_prefix(prefixed) -> None:
 def test_markdown_and_bokeh_apps_are_served_side_by_side(prefixed) -> None:
     assert any("from the markdown app" in text for text in pull_texts(prefixed, "page"))
     assert urllib.request.urlopen(f"{prefixed.url}/bokeh/echo", timeout=20).status == 200
+
+
+def test_warm_runs_every_app_once_at_start_up(prefixed) -> None:
+    from tests.panel.settings import BOKEHSERVE
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(f"Warmed app {n!r}" in prefixed.log for n in BOKEHSERVE["APPS"]):
+        time.sleep(0.1)
+    missing = [name for name in BOKEHSERVE["APPS"] if f"Warmed app {name!r}" not in prefixed.log]
+    assert missing == [], prefixed.log
+
+
+def test_static_dirs_are_served_under_the_prefix(prefixed) -> None:
+    assert urllib.request.urlopen(f"{prefixed.url}/bokeh/assets/hello.txt", timeout=20).read() == b"static hello\n"
+    assert status(f"{prefixed.url}/bokeh/assets/missing.txt") == 404
 
 
 def test_stopping_destroys_panel_sessions_without_errors(prefixed) -> None:

@@ -6,8 +6,10 @@ import panel as pn
 
 
 def ended(session_context):
-    with open(os.environ["BOKEHSERVE_TEST_HOOK_LOG"], "a") as log:
-        log.write(f"panel-destroyed {session_context.id}\n")
+    path = os.environ.get("BOKEHSERVE_TEST_HOOK_LOG")
+    if path:
+        with open(path, "a") as log:
+            log.write(f"panel-destroyed {session_context.id}\n")
 
 
 pn.state.on_session_destroyed(ended)
