@@ -37,12 +37,15 @@ class InvalidEnvironmentVariable(ImproperlyConfigured):
 
 
 class PanelNotInstalled(ImproperlyConfigured):
-    """Raised when an app needs Panel's builder (a ``.md`` file, a script importing panel...) but panel is not installed."""
+    """Raised when something needs Panel (a Panel app, a Panel flag) but panel is not installed.
 
-    def __init__(self, app: object) -> None:
+    ``needs`` says what, e.g. "The Panel app 'page.md'".
+    """
+
+    def __init__(self, needs: str) -> None:
         super().__init__(
-            f"{app!r} is a Panel app, and Panel is not installed; install it with "
-            'pip install "bokehserve-django[panel]" (see docs/panel.md).'
+            f'{needs} needs Panel, which is not installed; install it with pip install "bokehserve-django[panel]" '
+            "(see docs/panel.md)."
         )
 
 

@@ -212,7 +212,7 @@ def build_application(spec: Any, argv: list[str] | None = None) -> Application:
             spec = import_string(spec.replace(":", "."))
         except ModuleNotFoundError as exc:
             if panel.names_panel(exc.name):
-                raise PanelNotInstalled(spec) from exc
+                raise PanelNotInstalled(f"The Panel app {spec!r}") from exc
             raise InvalidAppSpec(
                 f"Cannot use {spec!r} as a Bokeh app: it is neither an existing file or directory nor an "
                 f"importable 'module.function' ({exc})."

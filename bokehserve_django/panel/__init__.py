@@ -33,16 +33,14 @@ if TYPE_CHECKING:
     from bokeh.application import Application
 
 __all__ = (
-    "PANEL_EXTRA",
     "build_panel_application",
     "is_panel_application",
     "is_panel_spec",
     "names_panel",
     "panel_installed",
+    "render_page",
+    "use_global_loading_spinner",
 )
-
-#: How to get Panel, as every error about a missing Panel says it.
-PANEL_EXTRA = 'pip install "bokehserve-django[panel]"'
 
 #: A line of Python that imports panel (``import panel as pn``, ``from panel.widgets import ...``).
 _IMPORTS_PANEL = re.compile(r"^[ \t]*(import[ \t]+panel\b|from[ \t]+panel\b)", re.MULTILINE)
@@ -75,10 +73,27 @@ def is_panel_spec(spec: Any) -> bool:
 def build_panel_application(spec: Any, argv: list[str] | None = None) -> Application:
     """Panel's Application for ``spec``; PanelNotInstalled if panel cannot be imported."""
     if not panel_installed():
-        raise PanelNotInstalled(spec)
+        raise PanelNotInstalled(f"The Panel app {os.fspath(spec) if isinstance(spec, os.PathLike) else spec!r}")
     from .builder import build_application
 
     return build_application(spec, list(argv or []))
+
+
+def use_global_loading_spinner() -> None:
+    """Show Panel's loading spinner over each Panel page until it has rendered (``panel serve
+    --global-loading-spinner``); PanelNotInstalled without Panel."""
+    if not panel_installed():
+        raise PanelNotInstalled("--global-loading-spinner")
+    from panel.config import config
+
+    config.global_loading_spinner = True
+
+
+def render_page(page_session: Any, site_resources: Any) -> str:
+    """Panel's page for a session of a Panel app (``page_session``: document, id, token)."""
+    from .pages import render_page as render_with_panel
+
+    return render_with_panel(page_session, site_resources)
 
 
 def is_panel_application(application: Any) -> bool:

@@ -42,6 +42,17 @@ def test_autoreload_is_dev(recorder, monkeypatch) -> None:  # noqa: F811
     assert reloaded and reloaded[0]["dev"] is True
 
 
+def test_global_loading_spinner_switches_on_panel_s(recorder) -> None:  # noqa: F811
+    pytest.importorskip("panel")
+    from panel.config import config
+
+    try:
+        run(str(APPS / "echo.py"), "--global-loading-spinner")
+        assert config.global_loading_spinner is True
+    finally:
+        config.global_loading_spinner = False
+
+
 def test_static_dirs_wrap_the_application(recorder) -> None:  # noqa: F811
     kwargs = run(str(APPS / "echo.py"), "--static-dirs", f"assets={ASSETS}", f"media/docs={ASSETS}")
     application = kwargs["application"]

@@ -17,24 +17,27 @@ HIDE_PANEL = "import sys; sys.modules['panel'] = None\n"
 INSTALL_HINT = 'pip install "bokehserve-django[panel]"'
 
 
-def run_without_panel(code: str, *, settings: str = "tests.settings") -> subprocess.CompletedProcess[str]:
+def run_without_panel(
+    code: str, *, settings: str = "tests.settings", seconds: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", HIDE_PANEL + textwrap.dedent(code)],
         cwd=ROOT,
         env={"DJANGO_SETTINGS_MODULE": settings, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=seconds,
     )
 
 
-def manage_py_without_panel(*args: str, settings: str) -> subprocess.CompletedProcess[str]:
+def manage_py_without_panel(*args: str, settings: str, seconds: float = 120) -> subprocess.CompletedProcess[str]:
     return run_without_panel(
         f"""
         import runpy
         sys.argv = ["manage.py", *{list(args)!r}, "--settings", {settings!r}]
         runpy.run_path("manage.py", run_name="__main__")
-        """
+        """,
+        seconds=seconds,
     )
 
 
@@ -57,7 +60,7 @@ def test_every_module_but_the_panel_builder_imports_without_panel() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["panel_imported"] is False
-    assert set(report["failed"]) == {"bokehserve_django.panel.builder", "bokehserve_django.panel.users"}
+    assert set(report["failed"]) == {f"bokehserve_django.panel.{name}" for name in ("builder", "pages", "users")}
 
 
 def test_manage_py_check_passes_for_a_site_without_panel_apps() -> None:
@@ -98,3 +101,14 @@ def test_a_bokeh_app_serves_and_a_panel_app_answers_with_the_install_command() -
     status, html = report["panel"]
     assert status == 500
     assert "pip install &quot;bokehserve-django[panel]&quot;" in html  # DEBUG is on: the reason is shown
+
+
+def test_runbokeh_refuses_panel_flags_with_the_install_command() -> None:
+    # Refused before serving; were it not, the server would run until the timeout fails the test.
+    result = manage_py_without_panel(
+        "runbokeh", "--global-loading-spinner", "--port", "0", settings="tests.settings", seconds=60
+    )
+    assert result.returncode != 0
+    assert f"--global-loading-spinner needs Panel, which is not installed; install it with {INSTALL_HINT}" in (
+        result.stderr
+    )

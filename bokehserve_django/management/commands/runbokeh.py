@@ -22,7 +22,7 @@ from django.utils import autoreload
 
 from bokehserve_django import registry
 from bokehserve_django.conf import OVERRIDES_ENV, bokeh_settings
-from bokehserve_django.exceptions import InvalidAppSpec
+from bokehserve_django.exceptions import InvalidAppSpec, PanelNotInstalled
 from bokehserve_django.server import add_drain_timeout_argument
 
 logger = logging.getLogger("bokehserve_django.runbokeh")
@@ -159,6 +159,11 @@ class Command(BaseCommand):
             "--warm", action="store_true",
             help="Run each app's code once at start-up (a session created and destroyed), so that its "
             "imports and pn.state.as_cached caches are ready for the first visitor (as panel serve --warm).",
+        )
+        parser.add_argument(
+            "--global-loading-spinner", action="store_true",
+            help="Show Panel's loading spinner over each Panel app's page until it has rendered "
+            "(as panel serve; needs Panel).",
         )
         parser.add_argument(
             "--static-dirs", nargs="+", default=[], metavar="URL=PATH",
@@ -514,6 +519,13 @@ class Command(BaseCommand):
         if not apps:
             raise CommandError("No Bokeh apps to serve: pass APP paths or set BOKEHSERVE['APPS'].")
         self.warm = options["warm"]
+        if options["global_loading_spinner"]:
+            from bokehserve_django import panel
+
+            try:
+                panel.use_global_loading_spinner()
+            except PanelNotInstalled as exc:
+                raise CommandError(str(exc)) from exc
         application = self.get_application(options)
         endpoints = self.endpoints(options)
         base_url = self.base_url(options)
