@@ -6,6 +6,7 @@ import pytest
 
 from bokehserve_django import registry
 from bokehserve_django.sessions import runtime
+from tests.browser.conftest import browser, page  # noqa: F401  (Chromium for test_panel_browser.py)
 
 
 @pytest.fixture
