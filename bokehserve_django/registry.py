@@ -229,7 +229,7 @@ def build_application(spec: Any, argv: list[str] | None = None) -> Application:
     if callable(spec):
         return Application(FunctionHandler(_sync_document_function(spec)))
     raise InvalidAppSpec(
-        f"Cannot use {spec!r} as a Bokeh app; give a path, a 'module.function' string, a function(doc) "
+        f"Cannot use {spec!r} as a Bokeh app; give a path, a 'module.function' string, a function(doc), "
         "a bokeh.application.Application, or a Panel object or function (see docs/panel.md)."
     )
 
