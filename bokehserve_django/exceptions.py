@@ -15,6 +15,7 @@ __all__ = (
     "InvalidEnvironmentVariable",
     "InvalidToken",
     "NotAccepting",
+    "PanelNotInstalled",
     "ProcessFull",
     "SessionNotFound",
     "SessionRefused",
@@ -34,6 +35,19 @@ class InvalidEnvironmentVariable(ImproperlyConfigured):
         self.variable = variable
         self.value = value
         self.reason = reason
+
+
+class PanelNotInstalled(ImproperlyConfigured):
+    """Raised when something needs Panel (a Panel app, a Panel flag) but panel is not installed.
+
+    ``needs`` says what, e.g. "The Panel app 'page.md'".
+    """
+
+    def __init__(self, needs: str) -> None:
+        super().__init__(
+            f'{needs} needs Panel, which is not installed; install it with pip install "bokehserve-django[panel]" '
+            "(see docs/panel.md)."
+        )
 
 
 class AppNotRegistered(LookupError):

@@ -28,9 +28,10 @@ from bokeh.document import Document
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from . import panel
 from .access import PUBLIC, AccessPolicy, parse_policy
 from .conf import bokeh_settings
-from .exceptions import AppLoadError, AppNotRegistered, InvalidAppSpec
+from .exceptions import AppLoadError, AppNotRegistered, InvalidAppSpec, PanelNotInstalled
 
 __all__ = (
     "RegisteredApp",
@@ -131,6 +132,10 @@ def _load_all(specs: Mapping[str, Any]) -> dict[str, RegisteredApp]:
         entry = RegisteredApp(name=name, spec=spec, argv=argv, options=options, access=access)
         try:
             application = build_application(spec, argv)
+        except PanelNotInstalled as exc:
+            # One app this site cannot serve yet: the others still run.
+            entry.load_error = AppLoadError(name, str(exc))
+            logger.error("Bokeh application %r cannot load: %s", name, exc)
         except InvalidAppSpec:
             raise
         except Exception as exc:
@@ -193,7 +198,10 @@ def _unpack(name: str, raw_spec: Any) -> tuple[Any, list[str], dict[str, Any]]:
 
 
 def build_application(spec: Any, argv: list[str] | None = None) -> Application:
-    """Build a bokeh Application from a path, an import string, a function(doc) or an Application."""
+    """Build a bokeh Application from a path, an import string, a function(doc) or an Application.
+
+    Panel apps (the rule is in bokehserve_django/panel/__init__.py) are built by Panel's builder.
+    """
     argv = list(argv or [])
     if isinstance(spec, Application):
         return spec
@@ -202,6 +210,13 @@ def build_application(spec: Any, argv: list[str] | None = None) -> Application:
     if isinstance(spec, str):
         try:
             spec = import_string(spec.replace(":", "."))
+        except ModuleNotFoundError as exc:
+            if panel.names_panel(exc.name):
+                raise PanelNotInstalled(f"The Panel app {spec!r}") from exc
+            raise InvalidAppSpec(
+                f"Cannot use {spec!r} as a Bokeh app: it is neither an existing file or directory nor an "
+                f"importable 'module.function' ({exc})."
+            ) from exc
         except ImportError as exc:
             raise InvalidAppSpec(
                 f"Cannot use {spec!r} as a Bokeh app: it is neither an existing file or directory nor an "
@@ -209,20 +224,24 @@ def build_application(spec: Any, argv: list[str] | None = None) -> Application:
             ) from exc
         if isinstance(spec, Application):
             return spec
+    if panel.is_panel_spec(spec):
+        return panel.build_panel_application(spec, argv)
     if callable(spec):
         return Application(FunctionHandler(_sync_document_function(spec)))
     raise InvalidAppSpec(
-        f"Cannot use {spec!r} as a Bokeh app; give a path, a 'module.function' string, a function(doc) "
-        "or a bokeh.application.Application."
+        f"Cannot use {spec!r} as a Bokeh app; give a path, a 'module.function' string, a function(doc), "
+        "a bokeh.application.Application, or a Panel object or function (see docs/panel.md)."
     )
 
 
 def _looks_like_path(spec: str) -> bool:
-    return os.path.exists(spec) or spec.endswith((".py", ".ipynb")) or os.sep in spec
+    return os.path.exists(spec) or spec.endswith((".py", ".ipynb", ".md")) or os.sep in spec
 
 
 def _application_for_path(path: str, argv: list[str]) -> Application:
     path = os.path.abspath(os.path.expanduser(path))
+    if panel.is_panel_spec(path):
+        return panel.build_panel_application(path, argv)
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "main.py")) and not os.path.exists(os.path.join(path, "main.ipynb")):
             raise InvalidAppSpec(f"Directory app {path!r} has no main.py (or main.ipynb).")
@@ -239,7 +258,9 @@ def _application_for_path(path: str, argv: list[str]) -> Application:
         return Application(NotebookHandler(filename=path, argv=argv))
     if path.endswith(".py"):
         return Application(ScriptHandler(filename=path, argv=argv))
-    raise InvalidAppSpec(f"Bokeh app {path!r} is neither a .py script, a .ipynb notebook nor a directory.")
+    raise InvalidAppSpec(
+        f"Bokeh app {path!r} is neither a .py script, a .ipynb notebook, a Panel .md file nor a directory."
+    )
 
 
 def _sync_document_function(func: Callable[..., Any]) -> Callable[[Document], None]:

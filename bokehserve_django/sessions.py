@@ -172,6 +172,7 @@ class BokehSession(ServerSession):
         super().__init__(session_id, document, io_loop=IOLoop.current(), token=token)
         self.context = context
         self.created_at = time.monotonic()
+        self._app_modules: list[Any] = []
 
     @property
     def connections(self) -> list[SessionConnection]:
@@ -182,15 +183,22 @@ class BokehSession(ServerSession):
 
         Both cost ~100 ms or more with a few dozen live documents and block the loop; the
         runtime collects garbage once per sweep instead (see SessionRuntime.collect_garbage).
+        The app's modules are kept for the session-destroyed hooks that run next (bokeh
+        clears them here, so hooks using module globals fail there, bokeh/bokeh#14538);
+        clear_modules() clears them after the hooks.
         """
         modules = self.document.modules
-        for module in getattr(modules, "_modules", []):
-            sys.modules.pop(module.__name__, None)
-            module.__dict__.clear()
         if hasattr(modules, "_modules"):
-            modules._modules = []
+            self._app_modules, modules._modules = list(modules._modules), []
         with _gc_collect_deferred():
             super().destroy()
+
+    def clear_modules(self) -> None:
+        """Clear the modules the app code ran in (once the session-destroyed hooks have run)."""
+        app_modules, self._app_modules = self._app_modules, []
+        for module in app_modules:
+            sys.modules.pop(module.__name__, None)
+            module.__dict__.clear()
 
 
 @contextlib.contextmanager
@@ -227,6 +235,15 @@ class SessionConnection:
     @property
     def protocol(self) -> Protocol:
         return self._protocol
+
+    @property
+    def _socket(self) -> SessionConnection:
+        """Where bokeh's ServerConnection keeps its WebSocket: Panel writes messages through it.
+
+        Panel dispatches on the type of ``connection._socket``; bokehserve_django.panel.builder
+        registers how to write to this one (its send_message).
+        """
+        return self
 
     @property
     def session(self) -> BokehSession:
@@ -312,6 +329,14 @@ class AppSessions:
         self._pending: dict[str, asyncio.Future[BokehSession]] = {}
         self.created_count = 0
         self.destroyed_count = 0
+
+    @property
+    def url(self) -> str:
+        """The app's path below the prefix, as bokeh's ``ApplicationContext.url`` (``/sliders``)."""
+        return f"/{self.name}"
+
+    #: bokeh's private name of ``url``, which Panel reads to tell the prefix from the app path.
+    _url = url
 
     @property
     def sessions(self) -> list[BokehSession]:
@@ -429,10 +454,10 @@ class AppSessions:
         only_if_unused: bool = False,
         close_code: int = CloseCode.SESSION_DESTROYED,
     ) -> bool:
-        """Close the session's connections, run on_session_destroyed, then destroy its document.
+        """Close the session's connections, destroy its document, then run on_session_destroyed.
 
-        The hooks run while the document and the app module are still intact (bokeh serve
-        clears the module first, so hooks that use module globals fail there). The session
+        The order is bokeh's, except that the app module is cleared only after the hooks
+        (bokeh serve clears it first, so hooks that use module globals fail there). The session
         leaves the table, and the destroy listeners (the cluster's owner record) hear of it,
         before its clients are closed, so their reconnects never find it. With
         ``only_if_unused``, a session that a client reattached to is kept. Returns whether
@@ -453,12 +478,15 @@ class AppSessions:
             connection.detach()
             with contextlib.suppress(Exception):
                 await connection.close(close_code, reason)
+        # bokeh's order (ApplicationContext._discard_session): the document is destroyed under
+        # its lock, then the hooks run outside it. Panel's cleanup relies on that order.
+        if not session.destroyed:
+            await session.with_document_locked(session.destroy)
         try:
             await self.application.on_session_destroyed(session.context)
         except Exception:
             logger.error("Error in on_session_destroyed of app %r", self.name, exc_info=True)
-        if not session.destroyed:
-            await session.with_document_locked(session.destroy)
+        session.clear_modules()
         self.destroyed_count += 1
         logger.debug("Destroyed session %r of app %r", session.id, self.name)
         return True
@@ -528,6 +556,26 @@ class SessionRuntime:
             if seconds
         ]
         logger.debug("Session runtime started for apps %s", sorted(self._apps))
+
+    async def warm(self) -> None:
+        """Run every app's code once, in a session created and destroyed at once (runbokeh --warm).
+
+        As ``panel serve --warm``: module-level work (imports, ``pn.state.as_cached``) is done
+        before the first visitor comes. A failure is logged; the app keeps being served.
+        """
+        from .signing import generate_session_id
+
+        for name, app_sessions in list(self._apps.items()):
+            try:
+                # An empty request (no arguments, cookies or user): app code, Panel's
+                # included, may read session_context.request as for any visitor.
+                request = SessionRequest(path=app_sessions.url)
+                session = await app_sessions.get_or_create(generate_session_id(), request, "", {})
+            except Exception:
+                logger.error("Warming app %r failed", name, exc_info=True)
+                continue
+            await app_sessions.discard(session, reason="Warm-up session")
+            logger.info("Warmed app %r", name)
 
     def stop_accepting(self) -> None:
         """Create no more sessions, and do not start again (on_server_loaded runs once)."""

@@ -34,7 +34,7 @@ from django.http import (
 from django.template.loader import render_to_string
 from django.views.static import serve
 
-from . import registry, security, signing
+from . import panel, registry, security, signing
 from .auth import token_claims
 from .cluster import PAGE_TOKEN_KEY, Where, ensure_started, locate, membership, request_page
 from .conf import bokeh_settings
@@ -191,9 +191,12 @@ def render_page(page_session: Any) -> str:
     """bokeh's page for a session: BokehJS, the roots' divs, and the token to connect with.
 
     What bokeh's ``server_html_page_for_session`` does, with the bundle from ``bundle_for``
-    (extensions from the site's static files).
+    (extensions from the site's static files). Panel apps get Panel's page instead (its
+    template, theme and resources; docs/panel.md).
     """
     document = page_session.document
+    if panel.is_panel_application(_application_of(document)):
+        return panel.render_page(page_session, resources_for())
     render_item = RenderItem(token=page_session.token, roots=document.roots, use_for_title=True)
     return html_page_for_render_items(
         bundle_for(resources_for()),
@@ -203,6 +206,13 @@ def render_page(page_session: Any) -> str:
         template=document.template,
         template_variables=document.template_variables or {},
     )
+
+
+def _application_of(document: Any) -> Any:
+    """The Application whose session holds ``document`` (None for a document of no session)."""
+    context = document.session_context
+    app_sessions = getattr(getattr(context, "server_context", None), "application_context", None)
+    return getattr(app_sessions, "application", None)
 
 
 def render_page_for_session(session: BokehSession, token: str) -> str:

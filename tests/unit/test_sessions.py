@@ -19,7 +19,12 @@ def hook_log(tmp_path, monkeypatch, settings):
     log = tmp_path / "hooks.log"
     monkeypatch.setenv("BOKEHSERVE_TEST_HOOK_LOG", str(log))
     settings.BOKEHSERVE = {
-        "APPS": {"hooks": APPS / "hooks", "echo": APPS / "echo.py", "raises": APPS / "broken" / "raises.py"},
+        "APPS": {
+            "hooks": APPS / "hooks",
+            "echo": APPS / "echo.py",
+            "raises": APPS / "broken" / "raises.py",
+            "destroy_order": APPS / "destroy_order.py",
+        },
         "CHECK_UNUSED_SESSIONS": 100,
         "UNUSED_SESSION_LIFETIME": 300,
     }
@@ -104,6 +109,16 @@ class TestLifecycle:
         modules = [m.__name__ for m in session.document.modules._modules]
         assert modules and all(name in sys.modules for name in modules)
         await runtime.app("echo").discard(session)
+        assert not any(name in sys.modules for name in modules)
+
+    async def test_destroy_hooks_run_after_the_document_is_destroyed_with_module_globals_intact(
+        self, started, hook_log
+    ) -> None:
+        session = await create("destroy_order", "s7")
+        modules = [m.__name__ for m in session.document.modules._modules]
+        await runtime.app("destroy_order").discard(session)
+        # bokeh's order (the document first, then the hooks), but the module is cleared last.
+        assert hook_log.read_text().splitlines()[-1] == "destroyed=True roots-gone=True globals-intact"
         assert not any(name in sys.modules for name in modules)
 
     async def test_app_that_raises_gives_load_error_and_keeps_no_session(self, started) -> None:

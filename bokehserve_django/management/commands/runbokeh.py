@@ -22,12 +22,21 @@ from django.utils import autoreload
 
 from bokehserve_django import registry
 from bokehserve_django.conf import OVERRIDES_ENV, bokeh_settings
-from bokehserve_django.exceptions import InvalidAppSpec
+from bokehserve_django.exceptions import InvalidAppSpec, PanelNotInstalled
 from bokehserve_django.server import add_drain_timeout_argument
 
 logger = logging.getLogger("bokehserve_django.runbokeh")
 
 _LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
+
+#: panel serve's sign-in flags: sign-in is Django's here (refused, with what to use instead;
+#: --cookie-path and --root-path too, see _panel_flag_refusal).
+_PANEL_AUTH_FLAGS = (
+    "--basic-auth", "--oauth-provider", "--oauth-key", "--oauth-secret", "--oauth-redirect-uri",
+    "--oauth-extra-params", "--oauth-jwt-user", "--oauth-encryption-key", "--oauth-error-template",
+    "--oauth-expiry-days", "--oauth-refresh-tokens", "--oauth-guest-endpoints", "--oauth-optional",
+    "--login-endpoint", "--logout-endpoint", "--auth-template", "--logout-template", "--basic-login-template",
+)
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -57,10 +66,29 @@ class Command(BaseCommand):
     # the URLconf before --prefix is known.
     requires_system_checks: list[str] = []
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """Django's parser, which first refuses panel serve's sign-in flags with what to use instead.
+
+        They are not parser options: registered, they would make abbreviated app arguments
+        after --args ambiguous (``--args --b`` would match --basic-auth and --basic-login-template).
+        """
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parse_args = parser.parse_args
+
+        def parse_args_refusing_panel_sign_in(args: Any = None, namespace: Any = None) -> Any:
+            refusal = _panel_flag_refusal(list(sys.argv[2:] if args is None else args))
+            if refusal:
+                parser.error(refusal)  # a CommandError under call_command, usage and exit 2 from the shell
+            return parse_args(args, namespace)
+
+        parser.parse_args = parse_args_refusing_panel_sign_in  # type: ignore[method-assign]
+        return parser
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "apps", nargs="*", metavar="APP",
-            help="Bokeh apps to serve besides BOKEHSERVE['APPS']: .py scripts, directories or .ipynb notebooks.",
+            help="Bokeh apps to serve besides BOKEHSERVE['APPS']: .py scripts, directories, .ipynb notebooks, or "
+            "Panel .md files (with Panel installed).",
         )
         parser.add_argument("--port", type=int, default=5006, help="Port to listen on (default 5006).")
         parser.add_argument(
@@ -126,6 +154,22 @@ class Command(BaseCommand):
             help="Accept permessage-deflate with this zlib memory level (1-9). Default: no compression.",
         )
         parser.add_argument("--dev", action="store_true", help="Reload the server when app or project files change.")
+        parser.add_argument("--autoreload", action="store_true", help="The same as --dev (panel serve's name).")
+        parser.add_argument(
+            "--warm", action="store_true",
+            help="Run each app's code once at start-up (a session created and destroyed), so that its "
+            "imports and pn.state.as_cached caches are ready for the first visitor (as panel serve --warm).",
+        )
+        parser.add_argument(
+            "--global-loading-spinner", action="store_true",
+            help="Show Panel's loading spinner over each Panel app's page until it has rendered "
+            "(as panel serve; needs Panel).",
+        )
+        parser.add_argument(
+            "--static-dirs", nargs="+", default=[], metavar="URL=PATH",
+            help="Serve these directories at /URL/ (under --prefix), as panel serve --static-dirs. "
+            "runbokeh only: in production list them in STATICFILES_DIRS or let the proxy serve them.",
+        )
         parser.add_argument("--glob", action="store_true", help="Expand APP arguments as glob patterns.")
         parser.add_argument(
             "--args", dest="app_args", nargs=argparse.REMAINDER, default=[], metavar="...",
@@ -307,6 +351,8 @@ class Command(BaseCommand):
     # -- running -----------------------------------------------------------------
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["autoreload"]:
+            options["dev"] = True
         config = self.load_config(options["use_config"])
         # Logging first, so that what the checks below log goes where --log-file says.
         self._configure_logging(
@@ -472,6 +518,14 @@ class Command(BaseCommand):
         apps = registry.registered_apps()
         if not apps:
             raise CommandError("No Bokeh apps to serve: pass APP paths or set BOKEHSERVE['APPS'].")
+        self.warm = options["warm"]
+        if options["global_loading_spinner"]:
+            from bokehserve_django import panel
+
+            try:
+                panel.use_global_loading_spinner()
+            except PanelNotInstalled as exc:
+                raise CommandError(str(exc)) from exc
         application = self.get_application(options)
         endpoints = self.endpoints(options)
         base_url = self.base_url(options)
@@ -513,10 +567,16 @@ class Command(BaseCommand):
         from twisted.internet import reactor
 
         from bokehserve_django.cluster import ensure_started
+        from bokehserve_django.sessions import runtime
+
+        async def start() -> None:
+            await ensure_started()
+            if getattr(self, "warm", False):
+                await runtime.warm()
 
         # Load apps' on_server_loaded hooks and join the cluster at start-up, as bokeh serve
         # loads its apps (callLater runs inside the running asyncio loop, which they need).
-        reactor.callLater(0, lambda: asyncio.ensure_future(ensure_started()))
+        reactor.callLater(0, lambda: asyncio.ensure_future(start()))
 
     def get_application(self, options: dict[str, Any]) -> Any:
         from channels.routing import get_default_application
@@ -526,6 +586,17 @@ class Command(BaseCommand):
             from bokehserve_django.staticfiles import StaticFilesHandler
 
             application = StaticFilesHandler(application)
+        if options.get("static_dirs"):
+            from bokehserve_django.static_dirs import StaticDirs, parse_static_dirs
+
+            taken = {name.split("/")[0] for name in registry.registered_apps()} | registry.RESERVED_NAMES
+            try:
+                dirs = parse_static_dirs(options["static_dirs"], taken)
+            except ValueError as exc:
+                raise CommandError(f"--static-dirs: {exc}") from exc
+            application = StaticDirs(application, dirs, bokeh_settings.prefix)
+            for url, directory in dirs.items():
+                logger.info("Serving %s at /%s/", directory, self.app_path(url))
         if getattr(self, "no_favicon", False):
             from django.urls import NoReverseMatch, reverse
 
@@ -670,6 +741,32 @@ class _NoFavicon:
             await send({"type": "http.response.body", "body": b"No favicon (--ico-path none).\n"})
             return
         await self.application(scope, receive, send)
+
+
+def _panel_flag_refusal(args: list[str]) -> str | None:
+    """What to say about the first of panel serve's sign-in flags (before --args), or None."""
+    for arg in args:
+        if arg == "--args":
+            return None  # what follows is the apps'
+        flag = arg.split("=", 1)[0]
+        if flag == "--root-path":
+            return (
+                "--root-path is not needed: give the URL prefix the apps are served under with --prefix "
+                "(or BOKEHSERVE['PREFIX']); behind a proxy that strips a path, set FORCE_SCRIPT_NAME."
+            )
+        if flag == "--cookie-path":
+            return (
+                "--cookie-path is not supported: Django sets the sign-in cookies here; use SESSION_COOKIE_PATH "
+                "and CSRF_COOKIE_PATH in settings."
+            )
+        if flag in _PANEL_AUTH_FLAGS:
+            return (
+                f"{flag} is not supported: sign-in is Django's here. Protect an app with an access policy, "
+                "e.g. BOKEHSERVE['APPS']['myapp'] = {'app': ..., 'access': 'login'} (see docs/security.md), with "
+                "Django's login views for passwords or django-allauth for OAuth providers (GitHub, Google, ...). "
+                "Panel apps see the signed-in user as pn.state.user (see docs/panel.md)."
+            )
+    return None
 
 
 def _config_overrides(config: dict[str, Any], path: str | None) -> dict[str, Any]:

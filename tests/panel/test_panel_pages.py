@@ -1,0 +1,66 @@
+"""Panel apps get Panel's page (its template, local stylesheets, loading spinner); Bokeh apps keep bokeh's."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("panel")
+
+from bokeh.models import ImportedStyleSheet
+from django.test import AsyncClient
+
+from tests.panel.helpers import PanelPage
+
+pytestmark = pytest.mark.usefixtures("panel_apps")
+
+
+def script_urls(html: str) -> list[str]:
+    return re.findall(r'<script[^>]*src="([^"]+)"', html)
+
+
+async def test_a_panel_app_s_page_is_panel_s_with_the_site_s_scripts_first() -> None:
+    page = await PanelPage.open("template")
+    try:
+        scripts = script_urls(page.html)
+        assert scripts[0] == "/static/bokehserve_django/recover.js"  # page recovery before BokehJS
+        assert any("extensions/panel/panel.min.js" in url for url in scripts)
+        assert 'href="static/extensions/panel/images/apple-touch-icon.png"' in page.html  # Panel's base template
+        # Component stylesheets come from Panel's own files on this server, as under panel serve.
+        stylesheets = [
+            sheet.url
+            for model in page.document.models
+            if "stylesheets" in model.properties()
+            for sheet in model.stylesheets
+            if isinstance(sheet, ImportedStyleSheet)
+        ]
+        assert stylesheets
+        assert [url for url in stylesheets if "cdn.holoviz.org" in url or "://" in url] == []
+    finally:
+        await page.close()
+
+
+async def test_a_bokeh_app_keeps_bokeh_s_page(settings) -> None:
+    from bokehserve_django import registry
+    from tests.settings import TEST_APPS
+
+    settings.BOKEHSERVE = {**settings.BOKEHSERVE, "APPS": {"echo": TEST_APPS / "echo.py"}}
+    registry.reset()
+    html = (await AsyncClient().get("/echo")).content.decode()
+    assert "apple-touch-icon" not in html
+    assert script_urls(html)[0] == "/static/bokehserve_django/recover.js"
+
+
+async def test_the_global_loading_spinner_covers_panel_pages_until_they_render() -> None:
+    from panel.config import config
+
+    config.global_loading_spinner = True  # what runbokeh --global-loading-spinner sets
+    try:
+        page = await PanelPage.open("bind")
+        try:
+            assert re.search(r'<body class="pn-loading pn-\w+">', page.html), re.findall("<body[^>]*>", page.html)
+        finally:
+            await page.close()
+    finally:
+        config.global_loading_spinner = False
