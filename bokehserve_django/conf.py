@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "GENERATE_SESSION_IDS": True,
     # Seconds for which a session token is valid to open a WebSocket (reconnects too).
     "SESSION_TOKEN_EXPIRATION": 300,
+    # Seconds after its expiry during which a page's token may still reconnect to its own
+    # session, if that session still exists and the connection is its user's (0: never).
+    "SESSION_TOKEN_RECONNECT_GRACE": 86_400,
     # Milliseconds between checks for sessions without connections.
     "CHECK_UNUSED_SESSIONS": 17_000,
     # Milliseconds a session may stay without any connection before it is destroyed.
@@ -155,6 +158,7 @@ def environment_error(variable: str) -> InvalidEnvironmentVariable | None:
 _LIST_KEYS = {"ALLOWED_ORIGINS", "INCLUDE_HEADERS", "EXCLUDE_HEADERS", "INCLUDE_COOKIES", "EXCLUDE_COOKIES"}
 _INT_KEYS = {
     "SESSION_TOKEN_EXPIRATION",
+    "SESSION_TOKEN_RECONNECT_GRACE",
     "CHECK_UNUSED_SESSIONS",
     "UNUSED_SESSION_LIFETIME",
     "KEEP_ALIVE",

@@ -30,6 +30,7 @@ from .exceptions import (
     SessionsUnavailable,
 )
 from .protocol import CloseCode
+from .reconnect import check_expired_token, reload_reason as reconnect_reload_reason
 from .requests import from_websocket_scope
 from .sessions import runtime
 
@@ -62,8 +63,17 @@ class BokehConsumer(AsyncConsumer):
         token = self.scope["subprotocols"][1]
         entry = registry.get_app(app_name)
         try:
-            info = signing.read_token(token)
+            info = signing.read_token(token, allow_expired=True)
             user = await user_for_websocket(self.scope.get("user"), info.payload)
+            if info.expired:
+                check_expired_token(info, user)
+                reload_reason = reconnect_reload_reason(info)
+                if reload_reason is not None:
+                    logger.info("WebSocket for session %r of app %r: %s", info.session_id, app_name, reload_reason)
+                    await self._accept_and_close(CloseCode.SESSION_GONE, reload_reason)
+                    return
+                logger.info("WebSocket for session %r of app %r reconnects with a token that expired %.0f s ago",
+                            info.session_id, app_name, info.expired_for)
             request = from_websocket_scope(self.scope, info.payload, user)
             if not entry.access.is_public and not await sync_to_async(entry.access.allows_sync)(user, request):
                 raise SessionRefused(f"user {getattr(user, 'pk', None)} has no access ({entry.access.description})")

@@ -182,6 +182,9 @@ async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
     else:
         status, html = 200, render_page(page_session)
     response = HttpResponse(html, status=status, content_type="text/html; charset=utf-8")
+    # The page holds a session token: a reload or a restored tab must fetch a new page (with
+    # a new session and token), never replay this one from the browser's cache.
+    response["Cache-Control"] = "no-store"
     if status == 503:
         response["Retry-After"] = "1"  # asked again, a live process takes the session over
     return response
@@ -331,7 +334,9 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
     )
     bundle.add(Script(script))
     js = AUTOLOAD_JS.render(bundle=bundle, elementid=json.dumps(element_id)[1:-1])
-    return _cors(HttpResponse(js, content_type="application/javascript; charset=utf-8"), request)
+    response = HttpResponse(js, content_type="application/javascript; charset=utf-8")
+    response["Cache-Control"] = "no-store"  # it holds a session token, as the page does
+    return _cors(response, request)
 
 
 async def metadata(request: HttpRequest, app_name: str) -> JsonResponse:
