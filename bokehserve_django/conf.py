@@ -49,6 +49,12 @@ DEFAULTS: dict[str, Any] = {
     "SIGN_SESSIONS": None,
     # Key for signing session ids and tokens. None: derived from Django's SECRET_KEY.
     "SECRET_KEY": None,
+    # Bearer tokens (JWT) of headless clients, made by manage.py bokeh_token (bearer.py):
+    # the HS256 key (None: derived from Django's SECRET_KEY), the site named in their
+    # audience (None: the first plain host of ALLOWED_HOSTS), their default lifetime (seconds).
+    "BEARER_TOKEN_KEY": None,
+    "BEARER_TOKEN_SITE": None,
+    "BEARER_TOKEN_TTL": 3600,
     # Create a session for a page request without a session id. False: callers must
     # supply ids (bokeh's --session-ids external-signed).
     "GENERATE_SESSION_IDS": True,
@@ -159,6 +165,7 @@ _LIST_KEYS = {"ALLOWED_ORIGINS", "INCLUDE_HEADERS", "EXCLUDE_HEADERS", "INCLUDE_
 _INT_KEYS = {
     "SESSION_TOKEN_EXPIRATION",
     "SESSION_TOKEN_RECONNECT_GRACE",
+    "BEARER_TOKEN_TTL",
     "CHECK_UNUSED_SESSIONS",
     "UNUSED_SESSION_LIFETIME",
     "KEEP_ALIVE",
@@ -291,6 +298,12 @@ def _validate(name: str, value: Any) -> Any:
         raise ValueError("a dict of {url name: app spec}")
     if name == "SECRET_KEY" and value is not None and not isinstance(value, str | bytes):
         raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
+    if name == "BEARER_TOKEN_KEY" and value is not None and not isinstance(value, str | bytes):
+        raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
+    if name == "BEARER_TOKEN_SITE" and value is not None and not (isinstance(value, str) and value):
+        raise ValueError('a site name such as "bokeh.example.com" (or None for the first of ALLOWED_HOSTS)')
+    if name == "BEARER_TOKEN_TTL" and value == 0:
+        raise ValueError("a positive number of seconds")
     if name == "PREFIX" and not isinstance(value, str):
         raise ValueError('a string such as "bokeh" (or "" for none)')
     if name == "INDEX_TEMPLATE" and value is not None and not isinstance(value, str | os.PathLike):

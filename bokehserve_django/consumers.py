@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
-from . import registry, security, signing
+from . import bearer, registry, security, signing
 from .auth import register_connection, unregister_connection, user_for_websocket
 from .cluster import EdgeRelay, Where, ensure_started, is_page_token, locate
 from .conf import bokeh_settings
@@ -24,6 +24,7 @@ from .connection import ClientConnection
 from .exceptions import (
     AppLoadError,
     AppNotRegistered,
+    BearerTokenRefused,
     ClusterUnavailable,
     InvalidToken,
     SessionRefused,
@@ -64,7 +65,10 @@ class BokehConsumer(AsyncConsumer):
         entry = registry.get_app(app_name)
         try:
             info = signing.read_token(token, allow_expired=True)
-            user = await user_for_websocket(self.scope.get("user"), info.payload)
+            # A headless client's Authorization: Bearer token, if any, names the user.
+            user = await bearer.user_for_scope(self.scope, app_name)
+            if user is None:
+                user = await user_for_websocket(self.scope.get("user"), info.payload)
             if info.expired:
                 check_expired_token(info, user)
                 reload_reason = reconnect_reload_reason(info)
@@ -87,6 +91,11 @@ class BokehConsumer(AsyncConsumer):
                 await self._accept_and_close(CloseCode.SESSION_GONE, "This session no longer exists; reload the page")
                 return
             session = await runtime.app(app_name).get_or_create(info.session_id, request, token, info.payload)
+        except BearerTokenRefused as exc:
+            # Accepted, then closed: a plain 403 would not tell the script why.
+            logger.warning("Refused WebSocket for app %r: %s", app_name, exc.reason)
+            await self._accept_and_close(CloseCode.BEARER_TOKEN_REFUSED, f"Bearer token refused: {exc.reason}")
+            return
         except (InvalidToken, SessionRefused) as exc:
             logger.warning("Refused WebSocket for app %r: %s", app_name, exc)
             await self.send({"type": "websocket.close"})

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from .conf import bokeh_settings
-from .credentials import looks_like_credential_cookie, looks_like_credential_header
+from .credentials import carries_bearer_token, looks_like_credential_cookie, looks_like_credential_header
 
 __all__ = ("filter_cookies", "filter_headers", "host_allowed", "origin_allowed")
 
@@ -122,7 +122,10 @@ def filter_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers that go into a session token (INCLUDE_/EXCLUDE_HEADERS, see credentials.py)."""
     # The token is readable by page JavaScript: credential-looking headers stay out even
     # when EXCLUDE_HEADERS is set, unless INCLUDE_HEADERS names them.
-    return _kept(headers, bokeh_settings.INCLUDE_HEADERS, bokeh_settings.EXCLUDE_HEADERS, looks_like_credential_header)
+    kept = _kept(headers, bokeh_settings.INCLUDE_HEADERS, bokeh_settings.EXCLUDE_HEADERS, looks_like_credential_header)
+    # A bearer token never reaches a session token, even when INCLUDE_HEADERS lists its header:
+    # it would hand a headless client's long-lived credential to page JavaScript.
+    return {name: value for name, value in kept.items() if not carries_bearer_token(value)}
 
 
 def filter_cookies(cookies: Mapping[str, str]) -> dict[str, str]:

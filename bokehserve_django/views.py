@@ -34,11 +34,18 @@ from django.http import (
 from django.template.loader import render_to_string
 from django.views.static import serve
 
-from . import registry, security, signing
+from . import bearer, registry, security, signing
 from .auth import token_claims
 from .cluster import PAGE_TOKEN_KEY, Where, ensure_started, locate, membership, request_page
 from .conf import bokeh_settings
-from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused, SessionsUnavailable
+from .exceptions import (
+    AppLoadError,
+    AppNotRegistered,
+    BearerTokenRefused,
+    InvalidToken,
+    SessionRefused,
+    SessionsUnavailable,
+)
 from .extensions import bokeh_serve_static_file
 from .requests import from_http_request, token_payload_for
 from .resources import bundle_for, resources_for
@@ -76,7 +83,10 @@ class AccessDenied(Exception):
 
 async def check_access(request: HttpRequest, entry: registry.RegisteredApp) -> Any:
     """The request's user, if the app's access policy lets them in; AccessDenied otherwise."""
-    user = await request.auser() if hasattr(request, "auser") else None
+    # A headless client's Authorization: Bearer token, if any, decides (BearerTokenRefused if bad).
+    user = await bearer.user_for_request(request, entry.name)
+    if user is None:
+        user = await request.auser() if hasattr(request, "auser") else None
     if entry.access.is_public:
         return user
     if not await sync_to_async(entry.access.allows_sync)(user, request):
@@ -171,6 +181,8 @@ async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
         if exc.anonymous:
             return redirect_to_login(request.get_full_path())
         return HttpResponseForbidden("You do not have access to this application.\n", content_type="text/plain")
+    except BearerTokenRefused as exc:
+        return bearer.refusal_response(exc)
     except AppLoadError as exc:
         return _load_error_page(request, exc)
     except (InvalidToken, SessionRefused) as exc:
@@ -315,6 +327,8 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
         # Still a 403, but a script: bokeh's embed tag runs whatever autoload.js answers, so
         # the visitor sees a note where the app would be instead of a blank space.
         return _cors(_access_denied_js(request, element_id, exc), request)
+    except BearerTokenRefused as exc:
+        return _cors(bearer.refusal_response(exc), request)
     except AppLoadError as exc:
         return _cors(_load_error_page(request, exc), request)
     except (InvalidToken, SessionRefused) as exc:
@@ -346,6 +360,8 @@ async def metadata(request: HttpRequest, app_name: str) -> JsonResponse:
         await check_access(request, entry)
     except AccessDenied as exc:
         return JsonResponse({"error": f"access denied: {exc}"}, status=403)
+    except BearerTokenRefused as exc:
+        return bearer.refusal_response(exc)
     try:
         application = entry.check_loaded()
     except AppLoadError:
