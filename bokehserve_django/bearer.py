@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "audience",
+    "carries_our_token",
     "issue_token",
     "refusal_response",
     "revoke_token",
@@ -94,17 +95,42 @@ def issue_token(user: Any, *, app_name: str | None = None, ttl: int | None = Non
     return jwt.encode(claims, signing_key(), algorithm=ALGORITHM), row
 
 
+#: The start of every ``aud`` this module issues: what tells our tokens from other systems'.
+AUDIENCE_PREFIX = "urn:bokehserve:"
+
+
+def _is_ours(credential: str) -> bool:
+    """Whether ``credential`` is a JWT with one of our audiences (unverified: the claim only
+    says whom it addresses; _check verifies everything)."""
+    import jwt
+
+    try:
+        claims = jwt.decode(credential, options={"verify_signature": False, "verify_exp": False, "verify_aud": False})
+    except jwt.InvalidTokenError:
+        return False
+    aud = claims.get("aud") if isinstance(claims, dict) else None
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    return any(isinstance(a, str) and a.startswith(AUDIENCE_PREFIX) for a in audiences)
+
+
 def _bearer_credential(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header value, or None for any other header."""
+    """Our token in an ``Authorization: Bearer <token>`` header value, or None.
+
+    A Bearer token of another system (an API token, an OAuth proxy's ID token) is not ours
+    to judge: the request goes on as if it had none (cookie or anonymous).
+    """
     if not authorization:
         return None
     scheme, _, credential = authorization.strip().partition(" ")
-    if scheme.lower() != _SCHEME:
-        return None
     credential = credential.strip()
-    if not credential:
-        raise BearerTokenRefused("the Authorization header says Bearer but carries no token")
+    if scheme.lower() != _SCHEME or not credential or not _is_ours(credential):
+        return None
     return credential
+
+
+def carries_our_token(header_value: str) -> bool:
+    """Whether a header value is ``Bearer <one of our tokens>`` (kept out of session tokens)."""
+    return _bearer_credential(header_value) is not None
 
 
 def _check(credential: str, app_name: str) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-__all__ = ("carries_bearer_token", "credential_cookie_names", "looks_like_credential_cookie", "looks_like_credential_header")
+__all__ = ("credential_cookie_names", "looks_like_credential_cookie", "looks_like_credential_header")
 
 #: Parts of a name that mark it as a credential wherever they appear ("X-Auth-Token",
 #: "remember_token", "PHPSESSID", "jwt-auth", "X-Api-Key", "csrftoken", "refresh_token"...).
@@ -100,11 +100,6 @@ def looks_like_credential_cookie(name: str) -> bool:
         or lowered.startswith(SENSITIVE_COOKIE_PREFIXES)
         or _looks_sensitive(lowered)
     )
-
-
-def carries_bearer_token(value: str) -> bool:
-    """Whether a header value is an ``Authorization: Bearer`` credential (bearer.py's JWTs, or anyone's)."""
-    return value.strip()[:7].lower() == "bearer "
 
 
 def looks_like_credential_header(name: str) -> bool:

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from .bearer import carries_our_token
 from .conf import bokeh_settings
-from .credentials import carries_bearer_token, looks_like_credential_cookie, looks_like_credential_header
+from .credentials import looks_like_credential_cookie, looks_like_credential_header
 
 __all__ = ("filter_cookies", "filter_headers", "host_allowed", "origin_allowed")
 
@@ -123,9 +124,9 @@ def filter_headers(headers: Mapping[str, str]) -> dict[str, str]:
     # The token is readable by page JavaScript: credential-looking headers stay out even
     # when EXCLUDE_HEADERS is set, unless INCLUDE_HEADERS names them.
     kept = _kept(headers, bokeh_settings.INCLUDE_HEADERS, bokeh_settings.EXCLUDE_HEADERS, looks_like_credential_header)
-    # A bearer token never reaches a session token, even when INCLUDE_HEADERS lists its header:
-    # it would hand a headless client's long-lived credential to page JavaScript.
-    return {name: value for name, value in kept.items() if not carries_bearer_token(value)}
+    # Our bearer tokens (bearer.py) never reach a session token, even when INCLUDE_HEADERS
+    # lists their header: that would hand a headless client's credential to page JavaScript.
+    return {name: value for name, value in kept.items() if not carries_our_token(value)}
 
 
 def filter_cookies(cookies: Mapping[str, str]) -> dict[str, str]:

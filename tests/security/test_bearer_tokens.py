@@ -208,3 +208,33 @@ def test_bokeh_token_command_issues_and_revokes(security_settings, users) -> Non
         call_command("bokeh_token", "carol", "--app", "nope")
     with pytest.raises(CommandError, match="--ttl must be a positive"):
         call_command("bokeh_token", "carol", "--ttl", "0")
+
+
+def test_the_admin_action_revokes_tokens(security_settings, users) -> None:
+    from django.contrib.admin.sites import site
+    from django.contrib.auth.models import User
+    from django.test import RequestFactory
+
+    tokens = [bearer.issue_token(users["carol"])[1], bearer.issue_token(users["bob"])[1]]
+    model_admin = site._registry[BearerToken]
+    request = RequestFactory().post("/admin/")
+    request.user = User.objects.create_superuser("root")
+    request._messages = type("Messages", (), {"add": lambda *args, **kwargs: None})()
+    model_admin.revoke(request, BearerToken.objects.filter(jti=tokens[0].jti))
+    assert BearerToken.objects.get(jti=tokens[0].jti).revoked_at is not None
+    assert BearerToken.objects.get(jti=tokens[1].jti).revoked_at is None
+
+
+async def test_other_systems_bearer_tokens_are_ignored(security_settings, users, fresh_runtime) -> None:
+    """An API token or an OAuth proxy's JWT in Authorization is not ours to refuse: the cookie decides."""
+    from django.test import AsyncClient
+
+    from tests.security.helpers import client_for
+
+    foreign = jwt.encode({"sub": "1", "aud": "https://api.example.com", "exp": int(time.time()) - 5}, "k" * 32, algorithm="HS256")
+    carol = await client_for(users["carol"])
+    for value in ("Bearer opaque-api-token", f"Bearer {foreign}", "Bearer", "Basic Y2Fyb2w6eA=="):
+        response = await carol.get("/whoami_login", headers={"Authorization": value})
+        assert response.status_code == 200, value
+    response = await AsyncClient().get("/whoami_login", headers={"Authorization": f"Bearer {foreign}"})
+    assert response.status_code == 302  # anonymous: to the login page, not a 401
