@@ -286,6 +286,8 @@ def _validate(name: str, value: Any) -> Any:
     if name in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError("a non-negative integer")
+        if name == "BEARER_TOKEN_TTL" and value == 0:
+            raise ValueError("a positive number of seconds")
         return value
     if name in _BOOL_KEYS:
         # bool(value) would turn "false" into True: only real booleans are accepted.
@@ -302,8 +304,6 @@ def _validate(name: str, value: Any) -> Any:
         raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
     if name == "BEARER_TOKEN_SITE" and value is not None and not (isinstance(value, str) and value):
         raise ValueError('a site name such as "bokeh.example.com" (or None for the first of ALLOWED_HOSTS)')
-    if name == "BEARER_TOKEN_TTL" and value == 0:
-        raise ValueError("a positive number of seconds")
     if name == "PREFIX" and not isinstance(value, str):
         raise ValueError('a string such as "bokeh" (or "" for none)')
     if name == "INDEX_TEMPLATE" and value is not None and not isinstance(value, str | os.PathLike):
