@@ -92,6 +92,19 @@ def _remember_in_redis(user_pk: Any, at: float) -> None:
     write_shared(_revocation_name(user_pk), at, ttl=bokeh_settings.SESSION_TOKEN_EXPIRATION + 60)
 
 
+def _revoke_bearer_tokens(user_pk: Any, at: float) -> None:
+    """Void the user's headless-client tokens too: in the database, so every process sees it."""
+    from .bearer import revoke_user_tokens
+
+    try:
+        count = revoke_user_tokens(user_pk, at)
+    except Exception as exc:  # noqa: BLE001 - a sign-out must not fail on this; the log says why
+        logger.error("Could not revoke the bearer tokens of user %s: %s", user_pk, exc)
+        return
+    if count:
+        logger.info("Revoked %d bearer token(s) of user %s", count, user_pk)
+
+
 def _active_user(user_pk: str) -> Any:
     model = get_user_model()
     try:
@@ -108,6 +121,7 @@ def revoke_user(user_pk: Any) -> None:
     at = time.time()
     note_revocation(user_pk, at)
     _remember_in_redis(user_pk, at)
+    _revoke_bearer_tokens(user_pk, at)
     from channels.layers import get_channel_layer
 
     from .cluster import BROADCAST_GROUP

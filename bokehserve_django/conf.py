@@ -50,11 +50,20 @@ DEFAULTS: dict[str, Any] = {
     "SIGN_SESSIONS": None,
     # Key for signing session ids and tokens. None: derived from Django's SECRET_KEY.
     "SECRET_KEY": None,
+    # Bearer tokens (JWT) of headless clients, made by manage.py bokeh_token (bearer.py):
+    # the HS256 key (None: derived from Django's SECRET_KEY), the site named in their
+    # audience (None: the first plain host of ALLOWED_HOSTS), their default lifetime (seconds).
+    "BEARER_TOKEN_KEY": None,
+    "BEARER_TOKEN_SITE": None,
+    "BEARER_TOKEN_TTL": 3600,
     # Create a session for a page request without a session id. False: callers must
     # supply ids (bokeh's --session-ids external-signed).
     "GENERATE_SESSION_IDS": True,
     # Seconds for which a session token is valid to open a WebSocket (reconnects too).
     "SESSION_TOKEN_EXPIRATION": 300,
+    # Seconds after its expiry during which a page's token may still reconnect to its own
+    # session, if that session still exists and the connection is its user's (0: never).
+    "SESSION_TOKEN_RECONNECT_GRACE": 86_400,
     # Milliseconds between checks for sessions without connections.
     "CHECK_UNUSED_SESSIONS": 17_000,
     # Milliseconds a session may stay without any connection before it is destroyed.
@@ -163,6 +172,8 @@ def environment_error(variable: str) -> InvalidEnvironmentVariable | None:
 _LIST_KEYS = {"ALLOWED_ORIGINS", "INCLUDE_HEADERS", "EXCLUDE_HEADERS", "INCLUDE_COOKIES", "EXCLUDE_COOKIES"}
 _INT_KEYS = {
     "SESSION_TOKEN_EXPIRATION",
+    "SESSION_TOKEN_RECONNECT_GRACE",
+    "BEARER_TOKEN_TTL",
     "CHECK_UNUSED_SESSIONS",
     "UNUSED_SESSION_LIFETIME",
     "KEEP_ALIVE",
@@ -285,6 +296,8 @@ def _validate(name: str, value: Any) -> Any:
     if name in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError("a non-negative integer")
+        if name == "BEARER_TOKEN_TTL" and value == 0:
+            raise ValueError("a positive number of seconds")
         return value
     if name in _BOOL_KEYS:
         # bool(value) would turn "false" into True: only real booleans are accepted.
@@ -297,6 +310,10 @@ def _validate(name: str, value: Any) -> Any:
         raise ValueError("a dict of {url name: app spec}")
     if name == "SECRET_KEY" and value is not None and not isinstance(value, str | bytes):
         raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
+    if name == "BEARER_TOKEN_KEY" and value is not None and not isinstance(value, str | bytes):
+        raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
+    if name == "BEARER_TOKEN_SITE" and value is not None and not (isinstance(value, str) and value):
+        raise ValueError('a site name such as "bokeh.example.com" (or None for the first of ALLOWED_HOSTS)')
     if name == "PREFIX" and not isinstance(value, str):
         raise ValueError('a string such as "bokeh" (or "" for none)')
     if name in ("LIVENESS_PATH", "READINESS_PATH") and value is not None:

@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
-from . import registry, security, signing
+from . import bearer, registry, security, signing
 from .auth import register_connection, unregister_connection, user_for_websocket
 from .cluster import EdgeRelay, Where, ensure_started, is_page_token, locate
 from .conf import bokeh_settings
@@ -24,12 +24,14 @@ from .connection import ClientConnection
 from .exceptions import (
     AppLoadError,
     AppNotRegistered,
+    BearerTokenRefused,
     ClusterUnavailable,
     InvalidToken,
     SessionRefused,
     SessionsUnavailable,
 )
 from .protocol import CloseCode
+from .reconnect import check_expired_token, reload_reason as reconnect_reload_reason
 from .requests import from_websocket_scope
 from .sessions import runtime
 
@@ -62,8 +64,20 @@ class BokehConsumer(AsyncConsumer):
         token = self.scope["subprotocols"][1]
         entry = registry.get_app(app_name)
         try:
-            info = signing.read_token(token)
-            user = await user_for_websocket(self.scope.get("user"), info.payload)
+            info = signing.read_token(token, allow_expired=True)
+            # A headless client's Authorization: Bearer token, if any, names the user.
+            user = await bearer.user_for_scope(self.scope, app_name)
+            if user is None:
+                user = await user_for_websocket(self.scope.get("user"), info.payload)
+            if info.expired:
+                check_expired_token(info, user)
+                reload_reason = reconnect_reload_reason(info)
+                if reload_reason is not None:
+                    logger.info("WebSocket for session %r of app %r: %s", info.session_id, app_name, reload_reason)
+                    await self._accept_and_close(CloseCode.SESSION_GONE, reload_reason)
+                    return
+                logger.info("WebSocket for session %r of app %r reconnects with a token that expired %.0f s ago",
+                            info.session_id, app_name, info.expired_for)
             request = from_websocket_scope(self.scope, info.payload, user)
             if not entry.access.is_public and not await sync_to_async(entry.access.allows_sync)(user, request):
                 raise SessionRefused(f"user {getattr(user, 'pk', None)} has no access ({entry.access.description})")
@@ -77,6 +91,11 @@ class BokehConsumer(AsyncConsumer):
                 await self._accept_and_close(CloseCode.SESSION_GONE, "This session no longer exists; reload the page")
                 return
             session = await runtime.app(app_name).get_or_create(info.session_id, request, token, info.payload)
+        except BearerTokenRefused as exc:
+            # Accepted, then closed: a plain 403 would not tell the script why.
+            logger.warning("Refused WebSocket for app %r: %s", app_name, exc.reason)
+            await self._accept_and_close(CloseCode.BEARER_TOKEN_REFUSED, f"Bearer token refused: {exc.reason}")
+            return
         except (InvalidToken, SessionRefused) as exc:
             logger.warning("Refused WebSocket for app %r: %s", app_name, exc)
             await self.send({"type": "websocket.close"})

@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 __all__ = (
     "AppLoadError",
     "AppNotRegistered",
+    "BearerTokenRefused",
     "ClusterUnavailable",
     "InvalidAppSpec",
     "InvalidEnvironmentVariable",
@@ -100,3 +101,11 @@ class ProcessFull(SessionsUnavailable):
 
 class NotAccepting(SessionsUnavailable):
     """Raised when a stopping (draining) process is asked for a new session."""
+
+
+class BearerTokenRefused(PermissionDenied):
+    """Raised when a request's ``Authorization: Bearer`` token is malformed, expired, revoked or for another app."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -58,6 +58,9 @@ class CloseCode(enum.IntEnum):
     #: The session this page was built from no longer exists (its process died, it was
     #: reaped, or it could not be restored): the page must reload to get a new one.
     SESSION_GONE = 4010
+    #: The upgrade's ``Authorization: Bearer`` token was refused (expired, revoked, for
+    #: another app); the reason says which. Only headless clients send one.
+    BEARER_TOKEN_REFUSED = 4011
 
 
 class FrameReceiver:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from .bearer import carries_our_token
 from .conf import bokeh_settings
 from .credentials import looks_like_credential_cookie, looks_like_credential_header
 
@@ -122,7 +123,10 @@ def filter_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers that go into a session token (INCLUDE_/EXCLUDE_HEADERS, see credentials.py)."""
     # The token is readable by page JavaScript: credential-looking headers stay out even
     # when EXCLUDE_HEADERS is set, unless INCLUDE_HEADERS names them.
-    return _kept(headers, bokeh_settings.INCLUDE_HEADERS, bokeh_settings.EXCLUDE_HEADERS, looks_like_credential_header)
+    kept = _kept(headers, bokeh_settings.INCLUDE_HEADERS, bokeh_settings.EXCLUDE_HEADERS, looks_like_credential_header)
+    # Our bearer tokens (bearer.py) never reach a session token, even when INCLUDE_HEADERS
+    # lists their header: that would hand a headless client's credential to page JavaScript.
+    return {name: value for name, value in kept.items() if not carries_our_token(value)}
 
 
 def filter_cookies(cookies: Mapping[str, str]) -> dict[str, str]:

@@ -31,6 +31,7 @@ from .conf import bokeh_settings
 from .exceptions import InvalidToken
 
 __all__ = (
+    "EXPIRED_MESSAGE",
     "MAX_TOKEN_LENGTH",
     "TokenInfo",
     "check_session_id",
@@ -101,13 +102,25 @@ class TokenInfo:
 
     session_id: str
     payload: dict[str, Any]
+    #: Seconds since the token expired; 0 while it is valid (only with ``allow_expired``).
+    expired_for: float = 0.0
+
+    @property
+    def expired(self) -> bool:
+        return self.expired_for > 0
 
 
-def read_token(token: str) -> TokenInfo:
+#: What an expired token is told, wherever it is refused.
+EXPIRED_MESSAGE = "Token is expired. Configure the app with a larger value for --session-token-expiration if necessary"
+
+
+def read_token(token: str, *, allow_expired: bool = False) -> TokenInfo:
     """Check ``token`` (size, signature, expiry) and decode it; raise InvalidToken otherwise.
 
     The signature is verified before the zlib payload is inflated, so an attacker cannot
     make us decompress anything without the key; the inflated size is capped in any case.
+    ``allow_expired``: an expired but otherwise valid token is returned with ``expired_for``
+    set, for the caller to decide (``reconnect.py``: a page reconnecting to its session).
     """
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("Token is missing or too long")
@@ -133,10 +146,12 @@ def read_token(token: str) -> TokenInfo:
     expiry = payload.get("session_expiry")
     if not isinstance(expiry, int | float):
         raise InvalidToken("Token has no session expiry")
-    if time.time() >= expiry:
-        raise InvalidToken(
-            "Token is expired. Configure the app with a larger value for --session-token-expiration if necessary"
-        )
+    now = time.time()
+    if now >= expiry:
+        if not allow_expired:
+            raise InvalidToken(EXPIRED_MESSAGE)
+        # max(): a token read at the very second it expires still counts as expired.
+        return TokenInfo(session_id=session_id, payload=payload, expired_for=max(now - expiry, 1e-6))
     return TokenInfo(session_id=session_id, payload=payload)
 
 

@@ -34,11 +34,18 @@ from django.http import (
 from django.template.loader import render_to_string
 from django.views.static import serve
 
-from . import panel, registry, security, signing
+from . import bearer, panel, registry, security, signing
 from .auth import token_claims
 from .cluster import PAGE_TOKEN_KEY, Where, ensure_started, locate, membership, request_page
 from .conf import bokeh_settings
-from .exceptions import AppLoadError, AppNotRegistered, InvalidToken, SessionRefused, SessionsUnavailable
+from .exceptions import (
+    AppLoadError,
+    AppNotRegistered,
+    BearerTokenRefused,
+    InvalidToken,
+    SessionRefused,
+    SessionsUnavailable,
+)
 from .extensions import bokeh_serve_static_file
 from .requests import from_http_request, token_payload_for
 from .resources import bundle_for, resources_for
@@ -76,7 +83,10 @@ class AccessDenied(Exception):
 
 async def check_access(request: HttpRequest, entry: registry.RegisteredApp) -> Any:
     """The request's user, if the app's access policy lets them in; AccessDenied otherwise."""
-    user = await request.auser() if hasattr(request, "auser") else None
+    # A headless client's Authorization: Bearer token, if any, decides (BearerTokenRefused if bad).
+    user = await bearer.user_for_request(request, entry.name)
+    if user is None:
+        user = await request.auser() if hasattr(request, "auser") else None
     if entry.access.is_public:
         return user
     if not await sync_to_async(entry.access.allows_sync)(user, request):
@@ -171,6 +181,8 @@ async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
         if exc.anonymous:
             return redirect_to_login(request.get_full_path())
         return HttpResponseForbidden("You do not have access to this application.\n", content_type="text/plain")
+    except BearerTokenRefused as exc:
+        return bearer.refusal_response(exc)
     except AppLoadError as exc:
         return _load_error_page(request, exc)
     except (InvalidToken, SessionRefused) as exc:
@@ -182,6 +194,9 @@ async def app_page(request: HttpRequest, app_name: str) -> HttpResponse:
     else:
         status, html = 200, render_page(page_session)
     response = HttpResponse(html, status=status, content_type="text/html; charset=utf-8")
+    # The page holds a session token: a reload or a restored tab must fetch a new page (with
+    # a new session and token), never replay this one from the browser's cache.
+    response["Cache-Control"] = "no-store"
     if status == 503:
         response["Retry-After"] = "1"  # asked again, a live process takes the session over
     return response
@@ -322,6 +337,8 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
         # Still a 403, but a script: bokeh's embed tag runs whatever autoload.js answers, so
         # the visitor sees a note where the app would be instead of a blank space.
         return _cors(_access_denied_js(request, element_id, exc), request)
+    except BearerTokenRefused as exc:
+        return _cors(bearer.refusal_response(exc), request)
     except AppLoadError as exc:
         return _cors(_load_error_page(request, exc), request)
     except (InvalidToken, SessionRefused) as exc:
@@ -341,7 +358,9 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
     )
     bundle.add(Script(script))
     js = AUTOLOAD_JS.render(bundle=bundle, elementid=json.dumps(element_id)[1:-1])
-    return _cors(HttpResponse(js, content_type="application/javascript; charset=utf-8"), request)
+    response = HttpResponse(js, content_type="application/javascript; charset=utf-8")
+    response["Cache-Control"] = "no-store"  # it holds a session token, as the page does
+    return _cors(response, request)
 
 
 async def metadata(request: HttpRequest, app_name: str) -> JsonResponse:
@@ -351,6 +370,8 @@ async def metadata(request: HttpRequest, app_name: str) -> JsonResponse:
         await check_access(request, entry)
     except AccessDenied as exc:
         return JsonResponse({"error": f"access denied: {exc}"}, status=403)
+    except BearerTokenRefused as exc:
+        return bearer.refusal_response(exc)
     try:
         application = entry.check_loaded()
     except AppLoadError:

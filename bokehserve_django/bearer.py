@@ -1,0 +1,216 @@
+"""Issues and checks the bearer tokens (JWTs) that let headless clients act as Django users.
+
+Scripts, notebooks and jobs using ``bokeh.client`` carry no Django session cookie. ``manage.py
+bokeh_token USER`` gives them a JWT (HS256, PyJWT) to send as ``Authorization: Bearer <jwt>``
+on the page/autoload.js request and on the WebSocket upgrade; that request then acts as USER:
+USER's access policies, ``session_context.user``. Claims: ``sub`` (the user's pk), ``iat``,
+``exp``, ``jti`` and ``aud``: ``urn:bokehserve:<site>`` for every app of the site, or
+``urn:bokehserve:<site>:app:<name>`` for one app.
+
+A token is valid only while its ``jti`` is in the database unrevoked (models.BearerToken):
+revoking it, or signing its user out or deactivating them, is a database write every
+process sees. The JWT never goes into a session token or a page (credentials.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from .conf import bokeh_settings
+from .exceptions import BearerTokenRefused
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+__all__ = (
+    "audience",
+    "carries_our_token",
+    "issue_token",
+    "refusal_response",
+    "revoke_token",
+    "revoke_user_tokens",
+    "user_for_request",
+    "user_for_scope",
+)
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM = "HS256"
+_SCHEME = "bearer"
+
+
+def signing_key() -> bytes:
+    """BOKEHSERVE["BEARER_TOKEN_KEY"], else a key derived from Django's SECRET_KEY.
+
+    Its own derivation label: a session-signing key (page JavaScript sees what it signs)
+    can never sign a bearer token, nor the other way round.
+    """
+    configured = bokeh_settings.BEARER_TOKEN_KEY
+    if configured:
+        return configured.encode() if isinstance(configured, str) else bytes(configured)
+    return hmac.new(settings.SECRET_KEY.encode(), b"bokehserve_django.bearer-tokens", hashlib.sha256).hexdigest().encode()
+
+
+def site_name() -> str:
+    """BOKEHSERVE["BEARER_TOKEN_SITE"], else the first plain host name of ALLOWED_HOSTS, else "localhost"."""
+    configured = bokeh_settings.BEARER_TOKEN_SITE
+    if configured:
+        return str(configured)
+    for host in settings.ALLOWED_HOSTS:
+        if host and host != "*" and not host.startswith("."):
+            return host
+    return "localhost"
+
+
+def audience(app_name: str | None = None) -> str:
+    """The ``aud`` of tokens for the whole site, or for the one app ``app_name``."""
+    site = f"urn:bokehserve:{site_name()}"
+    return f"{site}:app:{app_name}" if app_name else site
+
+
+def issue_token(user: Any, *, app_name: str | None = None, ttl: int | None = None) -> tuple[str, Any]:
+    """A new JWT for ``user`` (and its database row); ``ttl`` seconds, BEARER_TOKEN_TTL by default."""
+    import jwt
+
+    from .models import BearerToken
+
+    ttl = bokeh_settings.BEARER_TOKEN_TTL if ttl is None else ttl
+    if ttl <= 0:
+        raise ValueError("A bearer token's lifetime must be a positive number of seconds.")
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    expires = now + datetime.timedelta(seconds=ttl)
+    row = BearerToken.objects.create(
+        jti=uuid.uuid4().hex, user=user, app=app_name or "", issued_at=now, expires_at=expires,
+    )
+    claims = {"sub": str(user.pk), "iat": now, "exp": expires, "jti": row.jti, "aud": audience(app_name)}
+    return jwt.encode(claims, signing_key(), algorithm=ALGORITHM), row
+
+
+#: The start of every ``aud`` this module issues: what tells our tokens from other systems'.
+AUDIENCE_PREFIX = "urn:bokehserve:"
+
+
+def _is_ours(credential: str) -> bool:
+    """Whether ``credential`` is a JWT with one of our audiences (unverified: the claim only
+    says whom it addresses; _check verifies everything)."""
+    import jwt
+
+    try:
+        claims = jwt.decode(credential, options={"verify_signature": False, "verify_exp": False, "verify_aud": False})
+    except jwt.InvalidTokenError:
+        return False
+    aud = claims.get("aud") if isinstance(claims, dict) else None
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    return any(isinstance(a, str) and a.startswith(AUDIENCE_PREFIX) for a in audiences)
+
+
+def _bearer_credential(authorization: str | None) -> str | None:
+    """Our token in an ``Authorization: Bearer <token>`` header value, or None.
+
+    A Bearer token of another system (an API token, an OAuth proxy's ID token) is not ours
+    to judge: the request goes on as if it had none (cookie or anonymous).
+    """
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != _SCHEME or not credential or not _is_ours(credential):
+        return None
+    return credential
+
+
+def carries_our_token(header_value: str) -> bool:
+    """Whether a header value is ``Bearer <one of our tokens>`` (kept out of session tokens)."""
+    return _bearer_credential(header_value) is not None
+
+
+def _check(credential: str, app_name: str) -> Any:
+    """The active user that ``credential`` names for ``app_name``; BearerTokenRefused otherwise (sync: ORM)."""
+    import jwt
+
+    from .models import BearerToken
+
+    try:
+        claims = jwt.decode(
+            credential, signing_key(), algorithms=[ALGORITHM],
+            audience=[audience(), audience(app_name)],
+            options={"require": ["sub", "exp", "iat", "jti", "aud"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise BearerTokenRefused("the bearer token has expired; issue a new one with manage.py bokeh_token") from None
+    except jwt.InvalidAudienceError:
+        raise BearerTokenRefused(
+            f"the bearer token is not for app {app_name!r} of this site ({site_name()}); "
+            "issue one without --app, or with --app " + app_name
+        ) from None
+    except jwt.InvalidTokenError as exc:
+        raise BearerTokenRefused(f"the bearer token is not valid here ({exc})") from None
+    row = BearerToken.objects.filter(jti=str(claims["jti"])).select_related("user").first()
+    if row is None or str(row.user.pk) != str(claims["sub"]):
+        raise BearerTokenRefused("the bearer token is unknown to this site; issue a new one with manage.py bokeh_token")
+    if row.revoked_at is not None:
+        raise BearerTokenRefused(
+            f"the bearer token {row.jti} was revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC "
+            "(revoked by id, or its user signed out or was deactivated); issue a new one"
+        )
+    if not row.user.is_active:
+        raise BearerTokenRefused(f"the bearer token's user {row.user.pk} is deactivated")
+    return row.user
+
+
+async def user_for_request(request: HttpRequest, app_name: str) -> Any:
+    """The user of a page/autoload.js/metadata request's bearer token; None without one."""
+    credential = _bearer_credential(request.headers.get("Authorization"))
+    if credential is None:
+        return None
+    return await sync_to_async(_check)(credential, app_name)
+
+
+async def user_for_scope(scope: dict[str, Any], app_name: str) -> Any:
+    """The user of a WebSocket upgrade's bearer token; None without one."""
+    values = [value for name, value in scope.get("headers", []) if name.lower() == b"authorization"]
+    if len(values) > 1:
+        raise BearerTokenRefused("the upgrade carries more than one Authorization header")
+    credential = _bearer_credential(values[0].decode("latin-1") if values else None)
+    if credential is None:
+        return None
+    return await sync_to_async(_check)(credential, app_name)
+
+
+def refusal_response(exc: BearerTokenRefused) -> Any:
+    """401 with the reason, in the body and in ``WWW-Authenticate`` (RFC 6750)."""
+    from django.http import HttpResponse
+
+    logger.warning("Refused a bearer token: %s", exc.reason)
+    response = HttpResponse(f"Bearer token refused: {exc.reason}\n", status=401, content_type="text/plain; charset=utf-8")
+    description = exc.reason.replace("\\", "").replace('"', "'")
+    response["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{description}"'
+    return response
+
+
+def revoke_token(jti: str) -> bool:
+    """Revoke the token ``jti``; False if there is no such unrevoked token."""
+    from .models import BearerToken
+
+    now = datetime.datetime.now(datetime.UTC)
+    return BearerToken.objects.filter(jti=jti, revoked_at__isnull=True).update(revoked_at=now) == 1
+
+
+def revoke_user_tokens(user_pk: Any, at: float) -> int:
+    """Revoke every token of ``user_pk`` issued up to ``at`` (epoch seconds); how many."""
+    from .models import BearerToken
+
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    model = get_user_model()
+    return BearerToken.objects.filter(
+        user_id=model._meta.pk.to_python(user_pk), revoked_at__isnull=True, issued_at__lte=moment,
+    ).update(revoked_at=moment)
