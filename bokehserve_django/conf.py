@@ -308,25 +308,29 @@ def _validate(name: str, value: Any) -> Any:
         raise ValueError(f"one of {', '.join(_RESOURCE_MODES)}")
     if name == "APPS" and not isinstance(value, dict):
         raise ValueError("a dict of {url name: app spec}")
-    if name == "SECRET_KEY" and value is not None and not isinstance(value, str | bytes):
-        raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
-    if name == "BEARER_TOKEN_KEY" and value is not None and not isinstance(value, str | bytes):
+    if name in ("SECRET_KEY", "BEARER_TOKEN_KEY") and value is not None and not isinstance(value, str | bytes):
         raise ValueError("a string (or None to derive it from Django's SECRET_KEY)")
     if name == "BEARER_TOKEN_SITE" and value is not None and not (isinstance(value, str) and value):
         raise ValueError('a site name such as "bokeh.example.com" (or None for the first of ALLOWED_HOSTS)')
     if name == "PREFIX" and not isinstance(value, str):
         raise ValueError('a string such as "bokeh" (or "" for none)')
-    if name in ("LIVENESS_PATH", "READINESS_PATH") and value is not None:
-        if (
-            not isinstance(value, str)
-            or not _PROBE_PATH.fullmatch(value.strip("/"))
-            or {".", ".."} & set(value.strip("/").split("/"))
-        ):
-            raise ValueError('a path such as "healthz" or "probes/live" (letters, digits, "_", "-", ".", "/"), or None')
-        return value.strip("/")
+    if name in ("LIVENESS_PATH", "READINESS_PATH"):
+        return _validate_probe_path(value)
     if name == "INDEX_TEMPLATE" and value is not None and not isinstance(value, str | os.PathLike):
         raise ValueError("the path of a Jinja template file (or None)")
     return value
+
+
+def _validate_probe_path(value: Any) -> str | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not _PROBE_PATH.fullmatch(value.strip("/"))
+        or {".", ".."} & set(value.strip("/").split("/"))
+    ):
+        raise ValueError('a path such as "healthz" or "probes/live" (letters, digits, "_", "-", ".", "/"), or None')
+    return value.strip("/")
 
 
 bokeh_settings = BokehServeSettings()
