@@ -21,6 +21,7 @@ URL autoload.js loads) and not in a template.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from bokeh.embed.bundle import URL, Bundle, bundle_for_objs_and_resources
@@ -40,6 +41,7 @@ __all__ = (
     "StaticFilesResources",
     "bundle_for",
     "resources_for",
+    "site_scripts",
     "site_root_url",
 )
 
@@ -113,6 +115,15 @@ class RecoveringResources(Resources):
             return [_recover_inline(), *raw]
         return raw
 
+    def site_scripts(self) -> tuple[list[str], list[str]]:
+        """What this site loads ahead of BokehJS on every page: (URLs, inline scripts).
+
+        For renderers that build their own resources (Panel's page), which must still load
+        recover.js first.
+        """
+        url = None if self.mode == "inline" else self._recover_url()
+        return ([url], []) if url is not None else ([], [_recover_inline()])
+
 
 @functools.cache
 def _recover_inline() -> str:
@@ -180,12 +191,14 @@ class StaticFilesResources(RecoveringResources):
         does, so it is dropped there. A file the storage has no name for (a manifest storage
         before collectstatic) keeps its URL, which views.bokeh_static answers.
         """
-        for layout in (f"{self.root_url}static/{EXTENSIONS_PREFIX}/", f"static/{EXTENSIONS_PREFIX}/"):
-            if url.startswith(layout):
-                break
+        match = _RELATIVE_EXTENSION_URL.match(url)
+        layout = f"{self.root_url}static/{EXTENSIONS_PREFIX}/"
+        if url.startswith(layout):
+            path, _, query = url[len(layout) :].partition("?")
+        elif match is not None:
+            path, _, query = match.group("rest").partition("?")
         else:
             return url
-        path, _, query = url[len(layout) :].partition("?")
         try:
             static = staticfiles_storage.url(f"{EXTENSIONS_PREFIX}/{path}")
         except (ValueError, ImproperlyConfigured):
@@ -193,6 +206,18 @@ class StaticFilesResources(RecoveringResources):
         if query and not isinstance(staticfiles_storage, ManifestFilesMixin):
             static = f"{static}?{query}"
         return _absolute(static, self._server_url)
+
+
+#: ``static/extensions/...`` relative to the page, as Panel writes it: with ``./`` or ``../``
+#: steps (``pn.state.rel_path``) that lead back to the root of this package's URLs.
+_RELATIVE_EXTENSION_URL = re.compile(rf"^(?:\.\.?/)*static/{EXTENSIONS_PREFIX}/(?P<rest>.+)$")
+
+
+def site_scripts(resources: Resources) -> tuple[list[str], list[str]]:
+    """What the site loads ahead of BokehJS with ``resources``: (URLs, inline scripts)."""
+    if isinstance(resources, RecoveringResources):
+        return resources.site_scripts()
+    return [], []
 
 
 def bundle_for(resources: Resources | None) -> Bundle:

@@ -2,8 +2,11 @@
 
 Panel's page (panel.io.server.server_html_page_for_session) brings its base template, its
 theme, the loading spinner and component stylesheets from Panel's own files instead of a CDN.
-The scripts this site loads ahead of BokehJS on every page (recover.js, see
-docs/page-recovery.md) stay first. Imports panel.
+Two things stay the site's: the scripts it loads ahead of BokehJS on every page (recover.js,
+see docs/page-recovery.md) stay first, and in "server" mode BokehJS and extension files come
+from the site's static files (STATIC_URL), as on Bokeh pages, not from bokeh serve's
+``static/js/`` layout relative to the page (which nginx serving STATIC_ROOT would not have).
+Imports panel.
 """
 
 from __future__ import annotations
@@ -11,30 +14,30 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from bokeh.resources import Resources as BokehResources
+from bokeh.resources import Resources as BokehResources, Urls
 from panel.io.resources import Resources as PanelResources
 from panel.io.server import server_html_page_for_session
 
+from ..resources import StaticFilesResources, site_scripts
+
 __all__ = ("SiteResources", "render_page")
-
-
-def _scripts_before_bokehjs(site: BokehResources) -> tuple[list[str], list[str]]:
-    """What the site's resources load on top of what bokeh itself would: (URLs, inline scripts)."""
-    bokeh_files = BokehResources.js_files.fget(site)  # type: ignore[attr-defined]
-    bokeh_raw = BokehResources.js_raw.fget(site)  # type: ignore[attr-defined]
-    return [f for f in site.js_files if f not in bokeh_files], [r for r in site.js_raw if r not in bokeh_raw]
 
 
 class SiteResources(PanelResources):
     """Panel's resources for the site's mode and URLs, with the site's own scripts first."""
 
+    #: Set right after construction; None while bokeh's __init__ already asks for URLs.
+    _site: BokehResources | None = None
     _site_files: list[str]
     _site_raw: list[str]
 
     @classmethod
     def for_site(cls, site: BokehResources) -> SiteResources:
-        resources = cls.from_bokeh(site)
-        resources._site_files, resources._site_raw = _scripts_before_bokehjs(site)
+        # absolute: Panel otherwise strips root_url from the URLs it is given, turning the
+        # site's "/static/..." into "static/...", relative to the page.
+        resources = cls.from_bokeh(site, absolute=True)
+        resources._site = site
+        resources._site_files, resources._site_raw = site_scripts(site)
         return resources
 
     def clone(self, *, components: list[str] | None = None) -> SiteResources:
@@ -43,9 +46,23 @@ class SiteResources(PanelResources):
         clone.components = list(components if components is not None else self.components)
         return clone
 
+    def _server_urls(self) -> Urls:
+        if isinstance(self._site, StaticFilesResources):
+            return self._site._server_urls()
+        return super()._server_urls()
+
+    def _from_static_files(self, urls: list[str]) -> list[str]:
+        if isinstance(self._site, StaticFilesResources):
+            return [self._site.extension_url(url) for url in urls]
+        return urls
+
     @property
     def js_files(self) -> list[str]:
-        return [*self._site_files, *super().js_files]
+        return [*self._site_files, *self._from_static_files(super().js_files)]
+
+    @property
+    def css_files(self) -> list[str]:
+        return self._from_static_files(super().css_files)
 
     @property
     def js_raw(self) -> list[str]:

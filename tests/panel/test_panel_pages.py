@@ -25,7 +25,13 @@ async def test_a_panel_app_s_page_is_panel_s_with_the_site_s_scripts_first() -> 
     try:
         scripts = script_urls(page.html)
         assert scripts[0] == "/static/bokehserve_django/recover.js"  # page recovery before BokehJS
-        assert any("extensions/panel/panel.min.js" in url for url in scripts)
+        # BokehJS and Panel's script from the site's static files, as on Bokeh pages: not from
+        # bokeh serve's static/js/ layout, which nginx serving STATIC_ROOT would not have.
+        assert "/static/bokeh/js/bokeh.min.js" in scripts, scripts
+        assert not [url for url in scripts if "bokeh/js/" in url and not url.startswith("/static/")], scripts
+        # (Panel's templates add their own files as "./static/extensions/panel/...": those go
+        # to views.bokeh_static, or to STATIC_URL where it is that same path.)
+        assert any(url.startswith("/static/extensions/panel/panel.min.js") for url in scripts), scripts
         assert 'href="static/extensions/panel/images/apple-touch-icon.png"' in page.html  # Panel's base template
         # Component stylesheets come from Panel's own files on this server, as under panel serve.
         stylesheets = [
