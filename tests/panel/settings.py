@@ -24,3 +24,6 @@ PANEL_APPS = {
 }
 
 BOKEHSERVE = {**BOKEHSERVE, "APPS": {"echo": TEST_APPS / "echo.py", **PANEL_APPS}}
+
+ROOT_URLCONF = "tests.panel.urls"
+LOGIN_URL = "/accounts/login/"

@@ -59,3 +59,105 @@ def test_a_fast_list_template_renders_its_sidebar_and_main_area(page: Page, pane
     expect(page.get_by_text("Template app").first).to_be_visible()
     expect(page.get_by_text("stars: xxx")).to_be_visible()
     assert_clean(watch)
+
+
+def test_a_periodic_callback_ticks_in_the_page(page: Page, panel_server: LiveServer) -> None:
+    watch = watched(page, panel_server)
+    page.goto(panel_server.url + "/periodic")
+    expect(page.get_by_text("ticks: 3")).to_be_visible()
+    assert_clean(watch)
+
+
+def test_a_tabulator_renders_its_rows(page: Page, panel_server: LiveServer) -> None:
+    # Its selection reaching Python is tested at the protocol level (test_panel_apps.py).
+    watch = watched(page, panel_server)
+    page.goto(panel_server.url + "/tabulator")
+    expect(page.get_by_text("picked: none")).to_be_visible()
+    expect(page.get_by_text("Pune", exact=True).first).to_be_attached()
+    assert page.locator(".tabulator-row").count() >= 3
+    assert_clean(watch)
+
+
+def test_session_args_come_from_the_page_url(page: Page, panel_server: LiveServer) -> None:
+    watch = watched(page, panel_server)
+    page.goto(panel_server.url + "/request_info?city=Oslo")
+    expect(page.get_by_text("args: [('city', ['Oslo'])]")).to_be_visible()
+    expect(page.get_by_text("|/request_info|?city=Oslo")).to_be_visible()
+    assert_clean(watch)
+
+
+def test_a_markdown_app_renders_its_text_and_its_code(page: Page, panel_server: LiveServer) -> None:
+    watch = watched(page, panel_server)
+    page.goto(panel_server.url + "/page")
+    expect(page.get_by_text("Some text between the code blocks.")).to_be_visible()
+    expect(page.get_by_text("from the markdown app's code")).to_be_visible()
+    assert_clean(watch)
+
+
+def test_a_notebook_app_s_slider_reaches_python_and_comes_back(page: Page, panel_server: LiveServer) -> None:
+    watch = watched(page, panel_server)
+    page.goto(panel_server.url + "/notebook")
+    expect(page.get_by_text("squared: 4")).to_be_visible()
+    handle = page.locator(".noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    expect(page.get_by_text("squared: 9")).to_be_visible()
+    assert_clean(watch)
+
+
+#: Known gap (docs/panel.md): embeds go through our autoload.js, not Panel's, so the Panel
+#: components' stylesheets still name Panel's CDN there.
+PANEL_CDN = "cdn.holoviz.org"
+
+
+@pytest.fixture
+def fresh_panel_server() -> Iterator[LiveServer]:
+    # Its own process: in the process that served this module's other Panel pages first, the
+    # embedded app renders nothing (no console error either). Not yet diagnosed; see
+    # docs/panel.md "Not supported yet".
+    server = LiveServer(settings="tests.panel.settings")
+    yield server
+    server.stop()
+
+
+def test_a_panel_app_embedded_in_a_django_page(page: Page, fresh_panel_server: LiveServer) -> None:
+    panel_server = fresh_panel_server
+    watch = watched(page, panel_server)
+    # Fail those CDN requests at once, as an offline browser would, rather than wait on DNS.
+    page.route(f"https://{PANEL_CDN}/**", lambda route: route.abort("internetdisconnected"))
+    page.goto(panel_server.url + "/django/embedded-panel")
+    expect(page.get_by_text("A Django page with a Panel app in it")).to_be_visible()
+    expect(page.get_by_text("Hello, world!")).to_be_visible()
+    text_input = page.locator("input[type=text]")
+    text_input.fill("Grace")
+    text_input.press("Enter")
+    expect(page.get_by_text("Hello, Grace!")).to_be_visible()
+    other = [p for p in watch.problems if PANEL_CDN not in p and not any(host in p for host in OFFLINE_OK)]
+    assert other == [], watch.report()
+
+
+@pytest.fixture
+def orm_beside_playwright(monkeypatch) -> None:
+    """Let the test use the ORM although sync Playwright marks its loop as running in this
+    thread (nothing else runs on it meanwhile); requested before the database fixture, so
+    that it covers the flush after the test too."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def test_a_login_app_shows_the_django_user_as_pn_state_user(
+    page: Page, panel_server: LiveServer, orm_beside_playwright, transactional_db
+) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    watch = watched(page, panel_server)
+    page.goto(panel_server.url + "/whoami")
+    assert "/accounts/login/" in page.url  # anonymous visitors are sent to sign in
+    user = User.objects.create_user("ada", email="ada@example.com", password="not-used-here")
+    client = Client()
+    client.force_login(user)
+    page.context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": panel_server.url}])
+    watch.problems.clear()  # the sign-in page of this test site is Django's bare default
+    page.goto(panel_server.url + "/whoami")
+    expect(page.get_by_text("user: ada email: ada@example.com")).to_be_visible()
+    assert_clean(watch)
