@@ -20,7 +20,7 @@ from bokehserve_django import sessions
 from tests.bokeh_client import PROTOCOL, RawBokehClient
 from tests.live import LiveServer
 
-WAVE = 40
+WAVE = 25
 HOG_APP = Path(__file__).resolve().parents[1] / "apps" / "memory_hog.py"
 
 
