@@ -632,7 +632,7 @@ def killed(tmp_path_factory, static_root, monkeypatch_module) -> Iterator[dict[s
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(_start, env, "--stats-log-frequency", "1") for _ in range(2)]
+            futures = [pool.submit(_start, env, "--stats-log-frequency", "1000") for _ in range(2)]
             for future in futures:
                 try:
                     servers.append(future.result())

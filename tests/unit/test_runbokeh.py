@@ -159,6 +159,21 @@ class TestNumProcs:
         assert bokeh_settings.GENERATE_SESSION_IDS is False
 
 
+class TestLogFrequencies:
+    """--stats-log-frequency / --mem-log-frequency take bokeh serve's milliseconds; the settings are seconds."""
+
+    @pytest.mark.parametrize(("flag", "key"), [("--stats-log-frequency", "STATS_LOG_FREQUENCY"),
+                                               ("--mem-log-frequency", "MEM_LOG_FREQUENCY")])
+    @pytest.mark.parametrize(("milliseconds", "seconds"), [("15000", 15), ("1500", 2), ("200", 1), ("0", 0)])
+    def test_milliseconds_become_whole_seconds(self, recorder, flag, key, milliseconds, seconds) -> None:
+        run(str(APPS / "echo.py"), flag, milliseconds)
+        assert json.loads(os.environ[OVERRIDES_ENV])[key] == seconds
+
+    def test_a_negative_period_is_refused(self, recorder) -> None:
+        with pytest.raises(CommandError, match="--stats-log-frequency must be a number of milliseconds"):
+            run(str(APPS / "echo.py"), "--stats-log-frequency", "-5")
+
+
 class TestDrainTimeout:
     """--drain-timeout: the DRAIN_TIMEOUT override that SIGTERM's drain reads (BokehDaphneServer)."""
 

@@ -217,12 +217,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--index", metavar="TEMPLATE", help="A Jinja template file for the index page.")
         parser.add_argument(
-            "--stats-log-frequency", type=int, metavar="SECONDS",
-            help="Seconds between log lines with session counts per app (0: never).",
+            "--stats-log-frequency", type=int, metavar="MILLISECONDS",
+            help="Milliseconds between log lines with session counts per app, as in bokeh serve (0: never).",
         )
         parser.add_argument(
-            "--mem-log-frequency", type=int, metavar="SECONDS",
-            help="Seconds between log lines with the server's memory use (0: never).",
+            "--mem-log-frequency", type=int, metavar="MILLISECONDS",
+            help="Milliseconds between log lines with the server's memory use, as in bokeh serve (0: never).",
         )
         parser.add_argument(
             "--num-procs", type=int, default=1, metavar="N",
@@ -316,10 +316,12 @@ class Command(BaseCommand):
             "include_cookies": "INCLUDE_COOKIES",
             "exclude_cookies": "EXCLUDE_COOKIES",
             "index": "INDEX_TEMPLATE",
-            "stats_log_frequency": "STATS_LOG_FREQUENCY",
-            "mem_log_frequency": "MEM_LOG_FREQUENCY",
             "drain_timeout": "DRAIN_TIMEOUT",
         }
+        # bokeh serve's log frequencies are milliseconds; the settings are seconds.
+        for option, key in (("stats_log_frequency", "STATS_LOG_FREQUENCY"), ("mem_log_frequency", "MEM_LOG_FREQUENCY")):
+            if options.get(option) is not None:
+                overrides[key] = _milliseconds_to_seconds(option, options[option])
         # Settings from --use-config first, so that flags (below) win, as under bokeh serve.
         overrides.update(_config_overrides(config, options.get("use_config")))
         for option, key in mapping.items():
@@ -767,6 +769,14 @@ def _panel_flag_refusal(args: list[str]) -> str | None:
                 "Panel apps see the signed-in user as pn.state.user (see docs/panel.md)."
             )
     return None
+
+
+def _milliseconds_to_seconds(option: str, milliseconds: int) -> int:
+    """A log period in whole seconds (at least 1; 0 stays "never")."""
+    flag = "--" + option.replace("_", "-")
+    if milliseconds < 0:
+        raise CommandError(f"{flag} must be a number of milliseconds, 0 or more (0: never).")
+    return 0 if milliseconds == 0 else max(1, round(milliseconds / 1000))
 
 
 def _config_overrides(config: dict[str, Any], path: str | None) -> dict[str, Any]:
