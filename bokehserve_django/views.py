@@ -346,18 +346,19 @@ async def autoload_js(request: HttpRequest, app_name: str) -> HttpResponse:
     except SessionsUnavailable as exc:
         return _cors(_unavailable_page(request, exc), request)
     resources = resources_for(server_url) if request.GET.get("resources") != "none" else None
-    bundle = bundle_for(resources)
-    render_items = [RenderItem(token=page_session.token, elementid=element_id, use_for_title=False)]
     # script_for_render_items writes app_path and absolute_url between double quotes as they
     # are: hand it the inside of safe literals (checked by tests/security/test_autoload_params.py).
-    script = script_for_render_items(
-        {},
-        render_items,
-        app_path=_js_string_body(app_path),
-        absolute_url=_js_string_body(absolute_url) if absolute_url else None,
-    )
-    bundle.add(Script(script))
-    js = AUTOLOAD_JS.render(bundle=bundle, elementid=json.dumps(element_id)[1:-1])
+    element_literal = json.dumps(element_id)[1:-1]
+    app_path_literal = _js_string_body(app_path)
+    absolute_url_literal = _js_string_body(absolute_url) if absolute_url else None
+    if resources is not None and panel.is_panel_application(_application_of(page_session.document)):
+        js = panel.render_autoload(page_session, resources, element_id, app_path_literal, absolute_url_literal)
+    else:
+        bundle = bundle_for(resources)
+        render_items = [RenderItem(token=page_session.token, elementid=element_id, use_for_title=False)]
+        script = script_for_render_items({}, render_items, app_path=app_path_literal, absolute_url=absolute_url_literal)
+        bundle.add(Script(script))
+        js = AUTOLOAD_JS.render(bundle=bundle, elementid=element_literal)
     response = HttpResponse(js, content_type="application/javascript; charset=utf-8")
     response["Cache-Control"] = "no-store"  # it holds a session token, as the page does
     return _cors(response, request)

@@ -38,6 +38,7 @@ __all__ = (
     "is_panel_spec",
     "names_panel",
     "panel_installed",
+    "render_autoload",
     "render_page",
     "use_global_loading_spinner",
 )
@@ -94,6 +95,15 @@ def render_page(page_session: Any, site_resources: Any) -> str:
     from .pages import render_page as render_with_panel
 
     return render_with_panel(page_session, site_resources)
+
+
+def render_autoload(
+    page_session: Any, site_resources: Any, element_id: str, app_path: str, absolute_url: str | None
+) -> str:
+    """Panel's autoload.js for a session of a Panel app (arguments: see pages.render_autoload)."""
+    from .pages import render_autoload as render_with_panel
+
+    return render_with_panel(page_session, site_resources, element_id, app_path, absolute_url)
 
 
 def is_panel_application(application: Any) -> bool:

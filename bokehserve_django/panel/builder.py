@@ -9,6 +9,7 @@ import os
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from panel.io.application import (
     Application as _PanelApplication,
@@ -62,6 +63,40 @@ class PanelApplication(_PanelApplication):
             loop_thread = self._loop_threads.pop(doc, None)
             if loop_thread is not None:
                 state._thread_id_[doc] = loop_thread
+
+    def _set_session_prefix(self, doc: Document) -> None:
+        # Panel reads the embed's absolute URL from request.arguments, where our requests
+        # leave bokeh-* names out (as bokeh serve's user arguments do); the query has it.
+        super()._set_session_prefix(doc)
+        context = doc.session_context
+        request = getattr(context, "request", None) if context is not None else None
+        absolute_url = _autoload_absolute_url(request)
+        if absolute_url is None:
+            return
+        app_path = context.server_context.application_context.url
+        root = absolute_url.rstrip("/")
+        if root.endswith(app_path):
+            root = root[: -len(app_path)]
+        with set_curdoc(doc):
+            # As in Panel's own handler: rel_path becomes this server's absolute root, so
+            # component stylesheets and resources point back at this server, not at the
+            # page that embeds the app.
+            state.rel_path = root
+
+
+def _autoload_absolute_url(request: Any) -> str | None:
+    """The ``bokeh-absolute-url`` of the autoload.js request that created a session, if any.
+
+    Only autoload.js requests count (views.autoload_js has checked the URL before creating
+    the session): on a page URL the argument is anyone's to write, and would point the
+    page's stylesheets at another host.
+    """
+    if request is None or not (getattr(request, "path", "") or "").endswith("/autoload.js"):
+        return None
+    values = parse_qs(getattr(request, "query", "") or "").get("bokeh-absolute-url")
+    if not values or urlsplit(values[0]).scheme not in ("http", "https"):
+        return None
+    return values[0]
 
 
 def _set_location(document: Document, request: Any) -> None:

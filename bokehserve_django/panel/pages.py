@@ -12,15 +12,22 @@ Imports panel.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
+from bokeh.core.templates import AUTOLOAD_JS
+from bokeh.embed.bundle import Script
+from bokeh.embed.elements import script_for_render_items
+from bokeh.embed.util import RenderItem
 from bokeh.resources import Resources as BokehResources, Urls
-from panel.io.resources import Resources as PanelResources
+from panel.config import config
+from panel.io.resources import LOCAL_DIST, Resources as PanelResources, bundle_resources, patch_model_css
 from panel.io.server import server_html_page_for_session
+from panel.io.state import set_curdoc, state
 
-from ..resources import StaticFilesResources, site_scripts
+from ..resources import StaticFilesResources, site_root_url, site_scripts
 
-__all__ = ("SiteResources", "render_page")
+__all__ = ("SiteResources", "render_autoload", "render_page")
 
 
 class SiteResources(PanelResources):
@@ -80,3 +87,36 @@ def render_page(page_session: Any, site_resources: BokehResources) -> str:
         template=document.template,
         template_variables=document.template_variables,
     )
+
+
+def render_autoload(
+    page_session: Any, site_resources: BokehResources, element_id: str, app_path: str, absolute_url: str | None
+) -> str:
+    """Panel's autoload.js for a session: Panel's bundle (its models' scripts and styles),
+    with component stylesheets on this server, as Panel's own autoload handler gives.
+
+    ``app_path`` and ``absolute_url`` go into the script as they are: the caller hands in
+    the inside of safe JavaScript string literals. ``element_id`` is the request's own.
+    """
+    document = page_session.document
+    with set_curdoc(document):
+        # An embed's session has this server's absolute root as rel_path (builder.py); a
+        # session made another way (server_session() of a page session) gets the site root.
+        root = state.rel_path
+    absolute_root = root.startswith(("http://", "https://"))
+    _use_dist_url(document, f"{root}/{LOCAL_DIST}" if absolute_root else f"{site_root_url()}{LOCAL_DIST}")
+    with set_curdoc(document):
+        bundle = bundle_resources(document.roots, SiteResources.for_site(site_resources))
+    render_items = [RenderItem(token=page_session.token, elementid=element_id, use_for_title=False)]
+    bundle.add(Script(script_for_render_items({}, render_items, app_path=app_path, absolute_url=absolute_url)))
+    return AUTOLOAD_JS.render(bundle=bundle, elementid=json.dumps(element_id)[1:-1])
+
+
+def _use_dist_url(document: Any, dist_url: str) -> None:
+    """Point the document's Panel stylesheets at ``dist_url``, as Panel's page renderer does:
+    those its models were built with (they name Panel's CDN until a page is rendered) and,
+    through the template variable, those of components added later."""
+    document._template_variables["theme_name"] = config.theme
+    document._template_variables["dist_url"] = dist_url
+    for root in document.roots:
+        patch_model_css(root, dist_url=dist_url)

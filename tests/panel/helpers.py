@@ -43,8 +43,19 @@ class PanelPage:
 
     @classmethod
     async def open(cls, app: str, query: str = "", client: AsyncClient | None = None) -> PanelPage:
+        """The app's own page, as a browser opening ``/<app><query>``."""
+        return await cls._open(app, f"/{app}{query}", client)
+
+    @classmethod
+    async def open_embedded(cls, app: str, absolute_url: str, client: AsyncClient | None = None) -> PanelPage:
+        """The app embedded in another page: autoload.js as bokeh's ``server_document`` asks for it."""
+        query = f"bokeh-autoload-element=embed&bokeh-app-path=/{app}&bokeh-absolute-url={absolute_url}"
+        return await cls._open(app, f"/{app}/autoload.js?{query}", client)
+
+    @classmethod
+    async def _open(cls, app: str, url: str, client: AsyncClient | None) -> PanelPage:
         client = client or AsyncClient()
-        response = await client.get(f"/{app}{query}", headers={"user-agent": "panel-test-agent"})
+        response = await client.get(url, headers={"user-agent": "panel-test-agent"})
         assert response.status_code == 200, response.content.decode()[:2000]
         html = response.content.decode()
         cookie = "; ".join(f"{k}={v.value}" for k, v in client.cookies.items())

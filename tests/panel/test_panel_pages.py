@@ -47,6 +47,44 @@ async def test_a_panel_app_s_page_is_panel_s_with_the_site_s_scripts_first() -> 
         await page.close()
 
 
+def imported_stylesheets(document) -> list[str]:
+    return [
+        sheet.url
+        for model in document.models
+        if "stylesheets" in model.properties()
+        for sheet in model.stylesheets
+        if isinstance(sheet, ImportedStyleSheet)
+    ]
+
+
+async def test_an_embedded_panel_app_takes_panel_s_bundle_and_styles_from_this_server() -> None:
+    page = await PanelPage.open_embedded("template", "http://testserver/template")
+    try:
+        # Panel's bundle (its models' own scripts), absolute: the embedding page is elsewhere.
+        assert "http://testserver/static/extensions/panel/panel.min.js" in page.html
+        assert "http://testserver/static/bokeh/js/bokeh.min.js" in page.html
+        assert "cdn.holoviz.org" not in page.html
+        stylesheets = imported_stylesheets(page.document)
+        assert stylesheets
+        # As Panel's own autoload handler gives them: on this server, in bokeh serve's layout
+        # (views.bokeh_static), never on Panel's CDN (an offline embed would be unstyled).
+        assert [url for url in stylesheets if not url.startswith("http://testserver/static/extensions/panel/")] == []
+    finally:
+        await page.close()
+
+
+async def test_a_page_url_cannot_point_the_stylesheets_at_another_host() -> None:
+    # bokeh-absolute-url counts only on autoload.js, which checks it: a link to a page with
+    # one of its own must not load the page's styles from the link-maker's host.
+    page = await PanelPage.open("template", "?bokeh-absolute-url=https://evil.example/template")
+    try:
+        stylesheets = imported_stylesheets(page.document)
+        assert stylesheets
+        assert [url for url in stylesheets if "evil.example" in url or "://" in url] == []
+    finally:
+        await page.close()
+
+
 async def test_a_bokeh_app_keeps_bokeh_s_page(settings) -> None:
     from bokehserve_django import registry
     from tests.settings import TEST_APPS
