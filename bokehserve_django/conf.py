@@ -95,6 +95,8 @@ DEFAULTS: dict[str, Any] = {
     "DISABLE_INDEX": False,
     "DISABLE_INDEX_REDIRECT": False,
     "INDEX_TEMPLATE": None,
+    # Titles the index shows instead of app names: {"sliders": "Sliders demo"}.
+    "INDEX_TITLES": {},
     # Paths under the prefix of the liveness and readiness probes (probes.py), answered
     # before Django: no sign-in, no database, no cookie, no ALLOWED_HOSTS check. None: off.
     "LIVENESS_PATH": "healthz",
@@ -287,6 +289,8 @@ def _with_configured_options(configured: Any, command_line: dict[str, Any]) -> d
 
 def _validate(name: str, value: Any) -> Any:
     """Return ``value`` for key ``name`` if it is valid; else raise ValueError("<what it must be>")."""
+    if name in _KEY_VALIDATORS:
+        return _KEY_VALIDATORS[name](value)
     if name in _LIST_KEYS:
         if value is None and DEFAULTS[name] is None:
             return None
@@ -314,11 +318,15 @@ def _validate(name: str, value: Any) -> Any:
         raise ValueError('a site name such as "bokeh.example.com" (or None for the first of ALLOWED_HOSTS)')
     if name == "PREFIX" and not isinstance(value, str):
         raise ValueError('a string such as "bokeh" (or "" for none)')
-    if name in ("LIVENESS_PATH", "READINESS_PATH"):
-        return _validate_probe_path(value)
     if name == "INDEX_TEMPLATE" and value is not None and not isinstance(value, str | os.PathLike):
         raise ValueError("the path of a Jinja template file (or None)")
     return value
+
+
+def _validate_index_titles(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError('a dict of {app name: title}, e.g. {"sliders": "Sliders demo"}')
+    return dict(value)
 
 
 def _validate_probe_path(value: Any) -> str | None:
@@ -332,6 +340,13 @@ def _validate_probe_path(value: Any) -> str | None:
         raise ValueError('a path such as "healthz" or "probes/live" (letters, digits, "_", "-", ".", "/"), or None')
     return value.strip("/")
 
+
+#: Keys with a validator of their own.
+_KEY_VALIDATORS = {
+    "INDEX_TITLES": _validate_index_titles,
+    "LIVENESS_PATH": _validate_probe_path,
+    "READINESS_PATH": _validate_probe_path,
+}
 
 bokeh_settings = BokehServeSettings()
 

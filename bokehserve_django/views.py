@@ -456,7 +456,8 @@ def index(request: HttpRequest) -> HttpResponse:
     names = sorted(registry.registered_apps())
     if len(names) == 1 and not bokeh_settings.DISABLE_INDEX_REDIRECT:
         return HttpResponseRedirect(app_url(names[0]))
-    items = [(name, app_url(name)) for name in names]
+    titles = bokeh_settings.INDEX_TITLES
+    items = [(titles.get(name, name), app_url(name)) for name in names]
     template_path = bokeh_settings.INDEX_TEMPLATE
     if template_path:
         from jinja2 import Environment, FileSystemLoader, select_autoescape

@@ -24,6 +24,15 @@ ASSETS = Path(__file__).resolve().parent / "assets"
         (["--login-endpoint", "/login"], "access policy"),
         (["--cookie-path", "/x"], "SESSION_COOKIE_PATH"),
         (["--root-path", "/x"], "--prefix"),
+        (["--admin"], "Django admin"),
+        (["--admin-endpoint", "/admin"], "Django admin"),
+        (["--rest-provider", "tranquilizer"], "Django view"),
+        (["--setup", "setup.py"], r"AppConfig\.ready\(\)"),
+        (["--num-threads", "4"], "run_in_thread"),
+        (["--reuse-sessions"], "own session"),
+        (["--liveness"], "/healthz"),
+        (["--profiler", "pyinstrument"], "py-spy"),
+        (["--plugins", "x"], "URLconf"),
     ],
 )
 def test_panel_sign_in_flags_are_refused_with_django_s_way(recorder, flags, advice) -> None:  # noqa: F811
@@ -98,3 +107,19 @@ async def test_static_dirs_serve_files_and_nothing_outside() -> None:
     assert (await call(application, "/assets/"))[0] == 404  # no listing
     assert (await call(application, "/assets/hello.txt", "POST"))[0] == 405
     assert await call(application, "/other") == (299, b"the site")
+
+
+def test_index_titles_name_the_apps_on_the_index(recorder) -> None:  # noqa: F811
+    from django.test import Client
+
+    from bokehserve_django.conf import bokeh_settings
+
+    run(str(APPS / "echo.py"), str(APPS / "shout.py"), "--index-titles", "echo=Echo chamber", "/shout=Loud app")
+    assert bokeh_settings.INDEX_TITLES == {"echo": "Echo chamber", "shout": "Loud app"}
+    html = Client().get("/").content.decode()
+    assert ">Echo chamber</a>" in html and ">Loud app</a>" in html
+
+
+def test_an_index_title_without_a_name_is_refused(recorder) -> None:  # noqa: F811
+    with pytest.raises(CommandError, match="NAME=TITLE"):
+        run(str(APPS / "echo.py"), "--index-titles", "Echo chamber")

@@ -33,7 +33,8 @@ class TestSettings:
 
     @pytest.mark.parametrize(
         ("key", "value"),
-        [("UNUSED_SESSION_LIFETIME", -1), ("KEEP_ALIVE", "10"), ("ALLOWED_ORIGINS", "example.com"), ("RESOURCES", "cdnn")],
+        [("UNUSED_SESSION_LIFETIME", -1), ("KEEP_ALIVE", "10"), ("ALLOWED_ORIGINS", "example.com"), ("RESOURCES", "cdnn"),
+         ("INDEX_TITLES", ["sliders"]), ("INDEX_TITLES", {"sliders": 1})],
     )
     def test_bad_values_are_refused_with_the_key(self, settings, key, value) -> None:
         settings.BOKEHSERVE = {key: value}

@@ -37,11 +37,51 @@ _PANEL_AUTH_FLAGS = (
     "--oauth-expiry-days", "--oauth-refresh-tokens", "--oauth-guest-endpoints", "--oauth-optional",
     "--login-endpoint", "--logout-endpoint", "--auth-template", "--logout-template", "--basic-login-template",
 )
+_USE_DJANGO_ADMIN = (
+    "Panel's admin page is per process: use the Django admin, the staff page at bokehserve-stats/, "
+    "and /healthz and /readyz (see docs/operations.md)"
+)
+_USE_DJANGO_VIEWS = "serve data with a Django view (or Django REST framework) in your URLconf"
+_USE_PROBES = "/healthz (liveness) and /readyz (readiness) are always served (see docs/operations.md)"
+#: panel serve's other flags that have a Django way here, and what to use instead.
+_PANEL_FLAG_ADVICE = {
+    "--admin": _USE_DJANGO_ADMIN,
+    "--admin-endpoint": _USE_DJANGO_ADMIN,
+    "--admin-log-level": _USE_DJANGO_ADMIN,
+    "--rest-provider": _USE_DJANGO_VIEWS,
+    "--rest-endpoint": _USE_DJANGO_VIEWS,
+    "--rest-session-info": _USE_DJANGO_VIEWS,
+    "--session-history": _USE_DJANGO_VIEWS,
+    "--liveness": _USE_PROBES,
+    "--liveness-endpoint": _USE_PROBES,
+    "--setup": "run start-up code in your Django app's AppConfig.ready(), or in an app's on_server_loaded hook",
+    "--num-threads": (
+        "callbacks run on the event loop here; decorate blocking ones (ORM queries, I/O) with "
+        "bokehserve_django.callbacks.run_in_thread (see docs/apps.md)"
+    ),
+    "--reuse-sessions": "each page gets its own session here; --warm runs the apps once at start-up",
+    "--profiler": "profile the process with py-spy (py-spy record --pid PID) or a Django profiler",
+    "--plugins": "add your own views to the Django URLconf",
+}
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _index_title(value: str) -> tuple[str, str]:
+    name, equals, title = value.partition("=")
+    if not equals or not name.strip() or not title.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=TITLE (an app's name, then its title), got {value!r}")
+    return name.strip().strip("/"), title.strip()
+
+
+class _StoreDict(argparse.Action):
+    """Stores (name, value) pairs as a dict."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, dict(values))
 
 
 def _int_range(low: int, high: int) -> Any:
@@ -67,7 +107,7 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> argparse.ArgumentParser:
-        """Django's parser, which first refuses panel serve's sign-in flags with what to use instead.
+        """Django's parser, which first refuses panel serve's flags that have a Django way, saying which.
 
         They are not parser options: registered, they would make abbreviated app arguments
         after --args ambiguous (``--args --b`` would match --basic-auth and --basic-login-template).
@@ -217,6 +257,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--index", metavar="TEMPLATE", help="A Jinja template file for the index page.")
         parser.add_argument(
+            "--index-titles", nargs="+", metavar="NAME=TITLE", type=_index_title, action=_StoreDict,
+            help="Titles to show for apps on the index page instead of their names (panel serve's flag).",
+        )
+        parser.add_argument(
             "--stats-log-frequency", type=int, metavar="MILLISECONDS",
             help="Milliseconds between log lines with session counts per app, as in bokeh serve (0: never).",
         )
@@ -316,6 +360,7 @@ class Command(BaseCommand):
             "include_cookies": "INCLUDE_COOKIES",
             "exclude_cookies": "EXCLUDE_COOKIES",
             "index": "INDEX_TEMPLATE",
+            "index_titles": "INDEX_TITLES",
             "drain_timeout": "DRAIN_TIMEOUT",
         }
         # bokeh serve's log frequencies are milliseconds; the settings are seconds.
@@ -746,7 +791,7 @@ class _NoFavicon:
 
 
 def _panel_flag_refusal(args: list[str]) -> str | None:
-    """What to say about the first of panel serve's sign-in flags (before --args), or None."""
+    """What to say about the first of panel serve's flags refused here (before --args), or None."""
     for arg in args:
         if arg == "--args":
             return None  # what follows is the apps'
@@ -761,6 +806,8 @@ def _panel_flag_refusal(args: list[str]) -> str | None:
                 "--cookie-path is not supported: Django sets the sign-in cookies here; use SESSION_COOKIE_PATH "
                 "and CSRF_COOKIE_PATH in settings."
             )
+        if flag in _PANEL_FLAG_ADVICE:
+            return f"{flag} (a panel serve flag) is not supported: {_PANEL_FLAG_ADVICE[flag]}."
         if flag in _PANEL_AUTH_FLAGS:
             return (
                 f"{flag} is not supported: sign-in is Django's here. Protect an app with an access policy, "
