@@ -68,13 +68,13 @@ def test_a_periodic_callback_ticks_in_the_page(page: Page, panel_server: LiveSer
     assert_clean(watch)
 
 
-def test_a_tabulator_renders_its_rows(page: Page, panel_server: LiveServer) -> None:
-    # Its selection reaching Python is tested at the protocol level (test_panel_apps.py).
+def test_a_tabulator_row_picked_in_the_page_reaches_python(page: Page, panel_server: LiveServer) -> None:
     watch = watched(page, panel_server)
     page.goto(panel_server.url + "/tabulator")
     expect(page.get_by_text("picked: none")).to_be_visible()
-    expect(page.get_by_text("Pune", exact=True).first).to_be_attached()
     assert page.locator(".tabulator-row").count() >= 3
+    page.locator(".tabulator-row", has_text="Lima").locator(".tabulator-cell", has_text="Lima").click()
+    expect(page.get_by_text("picked: Lima")).to_be_visible()
     assert_clean(watch)
 
 

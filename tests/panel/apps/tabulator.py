@@ -3,7 +3,8 @@
 import pandas as pd
 import panel as pn
 
-table = pn.widgets.Tabulator(pd.DataFrame({"city": ["Oslo", "Lima", "Pune"], "temp": [3, 19, 31]}))
+# disabled: a click on a cell selects its row instead of editing the cell.
+table = pn.widgets.Tabulator(pd.DataFrame({"city": ["Oslo", "Lima", "Pune"], "temp": [3, 19, 31]}), disabled=True)
 picked = pn.pane.Markdown("picked: none")
 
 
