@@ -29,8 +29,12 @@ TOKEN_ISSUED_KEY = "bokehserve_issued"
 #: Channel-layer message (to every process) that closes a user's sessions.
 REVOKE_MESSAGE = "bokehserve.revoke"
 
-#: user pk (as str) -> time of the last sign-out/deactivation this process heard of.
+#: user pk (as str) -> time of the last sign-out/deactivation this process heard of. Bounded
+#: in time: entries past ``revocation_horizon()`` are dropped (see _forget_old_revocations).
 _revoked_at: dict[str, float] = {}
+_revocations_pruned_at = 0.0
+#: How often (seconds) the table is swept; each sweep is one pass over it.
+_PRUNE_INTERVAL = 60.0
 
 
 def token_claims(user: Any) -> dict[str, Any]:
@@ -40,9 +44,27 @@ def token_claims(user: Any) -> dict[str, Any]:
     return {TOKEN_USER_KEY: str(user.pk), TOKEN_ISSUED_KEY: time.time()}
 
 
+def revocation_horizon() -> int:
+    """Seconds a sign-out must be remembered: while a token issued before it may still open a
+    session (its lifetime) or rejoin one (the reconnect grace), plus a minute of clock skew."""
+    return bokeh_settings.SESSION_TOKEN_EXPIRATION + bokeh_settings.SESSION_TOKEN_RECONNECT_GRACE + 60
+
+
 def note_revocation(user_pk: Any, at: float) -> None:
     key = str(user_pk)
     _revoked_at[key] = max(at, _revoked_at.get(key, 0.0))
+    _forget_old_revocations(time.time())
+
+
+def _forget_old_revocations(now: float) -> None:
+    """Drop sign-outs older than the horizon: every token issued before them is refused anyway."""
+    global _revocations_pruned_at
+    if now - _revocations_pruned_at < _PRUNE_INTERVAL:
+        return
+    _revocations_pruned_at = now
+    oldest_needed = now - revocation_horizon()
+    for key in [key for key, at in _revoked_at.items() if at < oldest_needed]:
+        del _revoked_at[key]
 
 
 def is_revoked(user_pk: Any, issued_at: float) -> bool:
@@ -89,7 +111,7 @@ def _remember_in_redis(user_pk: Any, at: float) -> None:
     """Keep the sign-out time in Redis as long as a token issued before it could be valid."""
     from .cluster import write_shared
 
-    write_shared(_revocation_name(user_pk), at, ttl=bokeh_settings.SESSION_TOKEN_EXPIRATION + 60)
+    write_shared(_revocation_name(user_pk), at, ttl=revocation_horizon())
 
 
 def _revoke_bearer_tokens(user_pk: Any, at: float) -> None:
@@ -143,20 +165,28 @@ def revoke_user(user_pk: Any) -> None:
         logger.error("Could not broadcast the sign-out of user %s to Bokeh sessions: %s", user_pk, exc)
 
 
-#: user pk (as str) -> the WebSocket consumers of that user in this process.
+#: user pk (as str) -> the WebSocket consumers of that user in this process, and back.
 _connections: dict[str, set[Any]] = {}
+_user_of_connection: dict[Any, str] = {}
 
 
 def register_connection(user: Any, consumer: Any) -> None:
     """Remember that ``consumer`` carries a session of ``user`` (for sign-out)."""
     if getattr(user, "is_authenticated", False):
-        _connections.setdefault(str(user.pk), set()).add(consumer)
+        key = str(user.pk)
+        unregister_connection(consumer)  # one user per connection
+        _connections.setdefault(key, set()).add(consumer)
+        _user_of_connection[consumer] = key
 
 
 def unregister_connection(consumer: Any) -> None:
-    for key in [k for k, consumers in _connections.items() if consumer in consumers]:
-        _connections[key].discard(consumer)
-        if not _connections[key]:
+    key = _user_of_connection.pop(consumer, None)
+    if key is None:
+        return
+    consumers = _connections.get(key)
+    if consumers is not None:
+        consumers.discard(consumer)
+        if not consumers:
             del _connections[key]
 
 
