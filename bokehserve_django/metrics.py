@@ -72,7 +72,9 @@ MESSAGE_TYPES = frozenset({
     "SERVER-INFO-REQ", "SERVER-INFO-REPLY",
 })
 #: The values of ``reason`` on bokehserve_sessions_refused_total.
-REFUSAL_REASONS = ("process_full", "user_limit", "address_limit", "draining", "app_error", "refused", "error")
+REFUSAL_REASONS = (
+    "process_full", "user_limit", "address_limit", "draining", "redis", "app_error", "refused", "error",
+)
 
 # The multi-process directory is read once, as prometheus_client does when it is imported:
 # a process started without it keeps its values in memory.
@@ -106,7 +108,7 @@ class _Metrics:
             ["app"], registry=registry,
         )
         self.refused = Counter(
-            "bokehserve_sessions_refused", "New sessions refused by the session layer, by reason.",
+            "bokehserve_sessions_refused", "New sessions (and reconnects, while Redis is down) refused, by reason.",
             ["app", "reason"], registry=registry,
         )
         self.messages = Counter(
@@ -202,10 +204,12 @@ def session_refused(app: str, exc: _T) -> _T:
 
 def refusal_reason(exc: Any) -> str | None:
     """The ``reason`` label (one of REFUSAL_REASONS) for an exception that refused a session."""
-    from .exceptions import AppLoadError, NotAccepting, ProcessFull, SessionRefused
+    from .exceptions import AppLoadError, ClusterUnavailable, NotAccepting, ProcessFull, SessionRefused
 
     if isinstance(exc, ProcessFull):
         return "process_full"
+    if isinstance(exc, ClusterUnavailable):
+        return "redis"
     if isinstance(exc, NotAccepting):
         return "draining"
     if isinstance(exc, AppLoadError):

@@ -15,7 +15,13 @@ from bokeh.protocol import Protocol
 from prometheus_client.parser import text_string_to_metric_families
 
 from bokehserve_django import metrics
-from bokehserve_django.exceptions import AppLoadError, NotAccepting, ProcessFull, SessionRefused
+from bokehserve_django.exceptions import (
+    AppLoadError,
+    ClusterUnavailable,
+    NotAccepting,
+    ProcessFull,
+    SessionRefused,
+)
 from bokehserve_django.protocol import message_frames
 from bokehserve_django.sessions import SessionRequest, SessionRuntime, runtime
 
@@ -191,6 +197,7 @@ class TestRefusalReasons:
     def test_each_exception_maps_to_one_fixed_reason(self) -> None:
         assert metrics.refusal_reason(ProcessFull("full", retry_after=1)) == "process_full"
         assert metrics.refusal_reason(NotAccepting("stopping", retry_after=1)) == "draining"
+        assert metrics.refusal_reason(ClusterUnavailable("no Redis", retry_after=1)) == "redis"
         assert metrics.refusal_reason(AppLoadError("echo", "boom")) == "app_error"
         assert metrics.refusal_reason(SessionRefused("This session belongs to another user.")) == "refused"
         assert metrics.refusal_reason(RuntimeError("anything")) == "error"
@@ -284,6 +291,31 @@ async def test_a_real_session_moves_the_counters_gauges_and_histograms(settings)
         assert value("bokehserve_sessions", app="echo") == 0
         assert value("bokehserve_sessions_destroyed_total", app="echo") == destroyed + 1
     finally:
+        await runtime.shutdown()
+
+
+async def test_placement_refusals_count_as_redis_and_draining(monkeypatch) -> None:
+    """New sessions refused before the session layer: Redis unreachable, or the process stopping."""
+    from bokehserve_django.cluster import locate, membership
+    from bokehserve_django.signing import generate_session_id
+
+    redis = value("bokehserve_sessions_refused_total", app="echo", reason="redis")
+    draining = value("bokehserve_sessions_refused_total", app="echo", reason="draining")
+    runtime.reopen()
+    try:
+        runtime.ensure_started()
+        with monkeypatch.context() as patched:
+            patched.setattr(type(membership), "distributed", property(lambda self: True))
+            patched.setattr(membership, "known_down", True)
+            with pytest.raises(ClusterUnavailable):
+                await locate("echo", generate_session_id(), must_exist=False)
+        assert value("bokehserve_sessions_refused_total", app="echo", reason="redis") == redis + 1
+        runtime.accepting = False
+        with pytest.raises(NotAccepting):
+            await locate("echo", generate_session_id(), must_exist=False)
+        assert value("bokehserve_sessions_refused_total", app="echo", reason="draining") == draining + 1
+    finally:
+        runtime.accepting = True
         await runtime.shutdown()
 
 
