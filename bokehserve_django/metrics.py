@@ -240,11 +240,21 @@ def message_sent(message: Any) -> None:
         _count_message("out", message)
 
 
+#: (direction, msgtype) -> its (messages, bytes) counter children: labels() costs a lock and
+#: a lookup, and this runs for every message.
+_message_counters: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def _count_message(direction: str, message: Any) -> None:
     assert _metrics is not None
     msgtype = message.msgtype if message.msgtype in MESSAGE_TYPES else "other"
-    _metrics.messages.labels(direction, msgtype).inc()
-    _metrics.message_bytes.labels(direction, msgtype).inc(message_size(message))
+    counters = _message_counters.get((direction, msgtype))
+    if counters is None:
+        counters = _message_counters[direction, msgtype] = (
+            _metrics.messages.labels(direction, msgtype), _metrics.message_bytes.labels(direction, msgtype)
+        )
+    counters[0].inc()
+    counters[1].inc(message_size(message))
 
 
 def message_size(message: Any) -> int:
