@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -556,6 +557,7 @@ class MetricsMiddleware:
             ))
             return
         if _metrics is None:
+            _warn_not_installed()
             await _respond(send, 501, (
                 f"Prometheus metrics need the prometheus-client package: {INSTALL_HINT}\n".encode()
             ))
@@ -567,6 +569,12 @@ class MetricsMiddleware:
         body, content_type = await asyncio.to_thread(exposition, accept)
         await _respond(send, 200, b"" if scope["method"] == "HEAD" else body, content_type=content_type,
                        length=len(body))
+
+
+@functools.cache
+def _warn_not_installed() -> None:
+    # Once per process: the operator set up scraping and gets no metrics.
+    logger.warning("A metrics scrape came, but prometheus-client is not installed: %s", INSTALL_HINT)
 
 
 async def _respond(send: Any, status: int, body: bytes, *, content_type: str = "text/plain; charset=utf-8",

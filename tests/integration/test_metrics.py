@@ -115,6 +115,8 @@ def test_without_prometheus_client_the_path_says_how_to_install_and_sessions_wor
             urllib.request.urlopen(server.url + "/metrics", timeout=10)
         assert raised.value.code == 501
         assert INSTALL_HINT in raised.value.read().decode()
+        with pytest.raises(urllib.error.HTTPError):  # logged once, not per scrape
+            urllib.request.urlopen(server.url + "/metrics", timeout=10)
         session = pull_session(url=f"{server.url}/echo")
         try:
             assert session.document.roots
@@ -123,3 +125,4 @@ def test_without_prometheus_client_the_path_says_how_to_install_and_sessions_wor
     finally:
         server.stop()
     assert "Traceback" not in server.log
+    assert server.log.count(f"prometheus-client is not installed: {INSTALL_HINT}") == 1
