@@ -114,6 +114,14 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a browser is told to wait (Retry-After) when new sessions cannot be created
     # because the cluster's Redis is unreachable.
     "UNAVAILABLE_RETRY_AFTER": 5,
+    # Prometheus metrics (metrics.py; needs the [metrics] extra): the path under the prefix,
+    # answered before Django (None: off). Loopback and INTERNAL_IPS clients may scrape unless
+    # METRICS_ALLOW_INTERNAL is False; signed-in staff users if METRICS_ALLOW_STAFF; anyone
+    # sending "Authorization: Bearer <METRICS_BEARER_TOKEN>" if that is set (a shared secret).
+    "METRICS_PATH": "metrics",
+    "METRICS_ALLOW_INTERNAL": True,
+    "METRICS_ALLOW_STAFF": False,
+    "METRICS_BEARER_TOKEN": None,
 }
 
 def _env_bool(raw: str) -> bool:
@@ -190,6 +198,9 @@ _INT_KEYS = {
     "UNAVAILABLE_RETRY_AFTER",
 }
 _BOOL_KEYS = {"SIGN_SESSIONS", "GENERATE_SESSION_IDS", "DISABLE_INDEX", "DISABLE_INDEX_REDIRECT", "MINIFIED"}
+_BOOL_KEYS |= {"METRICS_ALLOW_INTERNAL", "METRICS_ALLOW_STAFF"}
+#: Shortest METRICS_BEARER_TOKEN accepted: a scrape token is a shared secret, not a password.
+_MIN_METRICS_TOKEN_LENGTH = 16
 _RESOURCE_MODES = ("server", "cdn", "inline")
 _PROBE_PATH = re.compile(r"[A-Za-z0-9_\-.]+(/[A-Za-z0-9_\-.]+)*")
 
@@ -251,7 +262,9 @@ class BokehServeSettings:
         try:
             value = _validate(name, value)
         except ValueError as exc:
-            raise ImproperlyConfigured(f"{source} must be {exc}, not {value!r}.") from exc
+            # A secret's value stays out of the message (and so out of logs and tracebacks).
+            shown = "the value given" if name == "METRICS_BEARER_TOKEN" else repr(value)
+            raise ImproperlyConfigured(f"{source} must be {exc}, not {shown}.") from exc
         if name == "APPS":
             extra = overrides.get("EXTRA_APPS", {})
             value = {**value, **{app: _with_configured_options(value.get(app), spec) for app, spec in extra.items()}}
@@ -341,11 +354,24 @@ def _validate_probe_path(value: Any) -> str | None:
     return value.strip("/")
 
 
-#: Keys with a validator of their own.
+def _validate_metrics_token(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < _MIN_METRICS_TOKEN_LENGTH or not value.isprintable() or " " in value:
+        raise ValueError(
+            f"a string of at least {_MIN_METRICS_TOKEN_LENGTH} printable characters without spaces, e.g. from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` (or None)"
+        )
+    return value
+
+
+#: Keys validated by a function of their own: value -> the value to use, or ValueError.
 _KEY_VALIDATORS = {
     "INDEX_TITLES": _validate_index_titles,
     "LIVENESS_PATH": _validate_probe_path,
     "READINESS_PATH": _validate_probe_path,
+    "METRICS_PATH": _validate_probe_path,
+    "METRICS_BEARER_TOKEN": _validate_metrics_token,
 }
 
 bokeh_settings = BokehServeSettings()

@@ -12,6 +12,7 @@ from typing import Any
 from bokeh.protocol.exceptions import MessageError, ProtocolError, ValidationError
 from bokeh.server.session import ServerSession
 
+from . import metrics
 from .protocol import CloseCode, FrameReceiver, MessageTooBig, error_message
 from .sessions import BokehSession, SessionConnection, Transport
 
@@ -63,6 +64,7 @@ class ClientConnection:
             return
         if message is None:
             return
+        metrics.message_received(message)
         try:
             await self._handle(message)
         except Exception:

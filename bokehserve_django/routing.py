@@ -12,7 +12,8 @@ the cluster, broadcasts and sign-outs work either way; under daphne (runbokeh,
 ``python -m bokehserve_django.daphne``) shutdown hooks run either way too. Under uvicorn or
 hypercorn, wrap the site's router in ``LifecycleMiddleware`` so that lifespan shutdown
 drains the process (check ``bokehserve_django.W006`` says so). A site's own router also
-wraps itself in ``probes.ProbesMiddleware`` to answer ``/healthz`` and ``/readyz``.
+wraps itself in ``probes.ProbesMiddleware`` to answer ``/healthz`` and ``/readyz``,
+and in ``metrics.MetricsMiddleware`` to answer ``/metrics``.
 """
 
 from __future__ import annotations
@@ -68,17 +69,20 @@ def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
 
         http_application = get_asgi_application()
     from .cluster import LifecycleMiddleware
+    from .metrics import MetricsMiddleware
     from .probes import ProbesMiddleware
 
     return LifecycleMiddleware(
-        ProbesMiddleware(
-            ProtocolTypeRouter(
-                {
-                    "http": http_application,
-                    "websocket": SessionAuthMiddleware(
-                        URLRouter([*websocket_urlpatterns, re_path(r"", NotFoundConsumer.as_asgi())])
-                    ),
-                }
+        MetricsMiddleware(
+            ProbesMiddleware(
+                ProtocolTypeRouter(
+                    {
+                        "http": http_application,
+                        "websocket": SessionAuthMiddleware(
+                            URLRouter([*websocket_urlpatterns, re_path(r"", NotFoundConsumer.as_asgi())])
+                        ),
+                    }
+                )
             )
         )
     )

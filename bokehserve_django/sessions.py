@@ -28,6 +28,7 @@ from bokeh.protocol import Protocol
 from bokeh.server.session import ServerSession
 from tornado.ioloop import IOLoop
 
+from . import metrics
 from .exceptions import AppLoadError, NotAccepting, ProcessFull, SessionNotFound, SessionRefused
 from .protocol import CloseCode, error_message
 from .threads import app_code_executor
@@ -269,6 +270,7 @@ class SessionConnection:
         async with self._send_lock:
             try:
                 await self._transport.send_frames(_frames_of(message))
+                metrics.message_sent(message)
             except Exception as exc:  # the client is gone; its disconnect will clean up
                 logger.warning("Failed sending a message to a closed connection: %r", exc)
 
@@ -395,12 +397,13 @@ class AppSessions:
             return _check_same_user(await asyncio.shield(pending), request)
         if not runtime.accepting:
             # A stopping process creates nothing that its shutdown would not destroy.
-            raise NotAccepting("This server is restarting; new sessions are created by the others.", retry_after=1)
+            raise metrics.session_refused(self.name, NotAccepting("This server is restarting; new sessions are created by the others.", retry_after=1))
         future: asyncio.Future[BokehSession] = asyncio.get_running_loop().create_future()
         self._pending[session_id] = future
         try:
             session = await self._create(session_id, request, token, token_payload)
         except BaseException as exc:
+            metrics.session_refused(self.name, exc)
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
             raise
@@ -434,7 +437,7 @@ class AppSessions:
         # slow app does not stall the round trips of other sessions on the loop, and a
         # sync Django view may pull_session() from this same process without deadlock.
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(app_code_executor(), _run_app_code, self.application, document)
+        await loop.run_in_executor(app_code_executor(), metrics.timed_app_code(self.name, _run_app_code), self.application, document)
         failed = [h for h in self.application.handlers if h.failed]
         if failed:
             handler = failed[0]
@@ -444,6 +447,7 @@ class AppSessions:
         session = BokehSession(session_id, document, context, token)
         context._session = session
         self.created_count += 1
+        metrics.session_created(self.name)
         logger.debug("Created session %r of app %r", session_id, self.name)
         return session
 
@@ -488,6 +492,7 @@ class AppSessions:
             logger.error("Error in on_session_destroyed of app %r", self.name, exc_info=True)
         session.clear_modules()
         self.destroyed_count += 1
+        metrics.session_destroyed(self.name)
         logger.debug("Destroyed session %r of app %r", session.id, self.name)
         return True
 
@@ -555,6 +560,7 @@ class SessionRuntime:
             )
             if seconds
         ]
+        metrics.start_sampling()
         logger.debug("Session runtime started for apps %s", sorted(self._apps))
 
     async def warm(self) -> None:
@@ -632,6 +638,7 @@ class SessionRuntime:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        await metrics.stop_sampling()
         for app_sessions in self._apps.values():
             # Creations in progress finish first, so that their sessions are destroyed too.
             for pending in app_sessions.pending:

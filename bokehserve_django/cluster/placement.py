@@ -20,8 +20,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .. import metrics
 from ..conf import bokeh_settings
-from ..exceptions import ClusterUnavailable, NotAccepting
+from ..exceptions import ClusterUnavailable, NotAccepting, SessionsUnavailable
 from .membership import membership, owner_key
 
 __all__ = ("PAGE_TOKEN_KEY", "Placement", "Where", "is_page_token", "locate", "refuse_new_sessions_if_stopping")
@@ -70,6 +71,14 @@ async def locate(app_name: str, session_id: str, *, must_exist: bool) -> Placeme
     Raises ``ClusterUnavailable`` when Redis is needed and unreachable, and ``NotAccepting``
     when this process is stopping and the session would be new.
     """
+    try:
+        return await _locate(app_name, session_id, must_exist)
+    except SessionsUnavailable as exc:
+        metrics.session_refused(app_name, exc)
+        raise
+
+
+async def _locate(app_name: str, session_id: str, must_exist: bool) -> Placement:
     from ..sessions import runtime
 
     if runtime.app(app_name).has(session_id):

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from .. import metrics
 from ..conf import bokeh_settings
 from ..connection import ClientConnection
 from ..exceptions import AppLoadError, SessionRefused, SessionsUnavailable
@@ -94,6 +95,7 @@ class EdgeRelay:
         _edges[self.edge_channel] = self
 
     async def open(self, app_name: str, session_id: str, token: str, payload: dict[str, Any], scope: dict[str, Any], user_pk: Any) -> None:
+        metrics.relay_open_sent(self)
         await membership.send(self.owner, {
             "type": OPEN,
             "edge": self.edge_channel,
@@ -128,6 +130,7 @@ class EdgeRelay:
             await self.end(CloseCode.RELAY_INTERRUPTED, "Messages from the process holding this session were lost; reconnecting")
             return
         self._received = seq
+        metrics.relay_answer_arrived(self)
         try:
             await self.consumer.send_frames(message["frames"])
         except Exception as exc:  # the client closed while the owner's answer was on its way
@@ -159,6 +162,11 @@ class EdgeRelay:
             return  # the owner drops its end when it hears of the outage
         with contextlib.suppress(Exception):
             await asyncio.wait_for(membership.send(self.owner, {"type": CLOSED, "edge": self.edge_channel}), 2)
+
+
+def edge_count() -> int:
+    """Clients connected to this process whose sessions live in another (the edge ends here)."""
+    return len(_edges)
 
 
 class _RelayTransport:

@@ -20,7 +20,7 @@ from django.core.management import CommandError
 from django.core.management.base import BaseCommand
 from django.utils import autoreload
 
-from bokehserve_django import registry
+from bokehserve_django import metrics, registry
 from bokehserve_django.conf import OVERRIDES_ENV, bokeh_settings
 from bokehserve_django.exceptions import InvalidAppSpec, PanelNotInstalled
 from bokehserve_django.server import add_drain_timeout_argument
@@ -682,6 +682,7 @@ class Command(BaseCommand):
         listener.set_inheritable(True)
         fd = listener.fileno()
         argv = _without_option(sys.argv, "--num-procs")
+        metrics.prepare_workers()  # one aggregated /metrics: the workers share a metric-files directory
         workers = [
             subprocess.Popen([sys.executable, *argv, "--fd", str(fd)], pass_fds=(fd,)) for _ in range(count)
         ]
@@ -689,6 +690,7 @@ class Command(BaseCommand):
         # every worker stopped listening on SIGTERM (the kernel would go on queueing
         # connections nobody accepts, instead of refusing them), so close it now.
         listener.close()
+        metrics.watch_workers(workers)
         logger.info("Started %d worker processes (pids %s) on %s", count, [w.pid for w in workers], self.base_url(options))
 
         def forward(signum: int, frame: Any) -> None:
