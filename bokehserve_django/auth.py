@@ -153,6 +153,11 @@ def register_connection(user: Any, consumer: Any) -> None:
         _connections.setdefault(str(user.pk), set()).add(consumer)
 
 
+def connections_of(user_pk: Any) -> list[Any]:
+    """The WebSocket consumers of ``user_pk`` in this process (bearer.py closes a revoked token's)."""
+    return list(_connections.get(str(user_pk), ()))
+
+
 def unregister_connection(consumer: Any) -> None:
     for key in [k for k, consumers in _connections.items() if consumer in consumers]:
         _connections[key].discard(consumer)

@@ -198,16 +198,17 @@ class BokehConsumer(AsyncConsumer):
             except Exception as exc:  # the channel layer (Redis) is unreachable, or the owner's channel is full
                 await self._end_relay(exc)
 
-    async def revoke(self) -> None:
-        """The user signed out or was deactivated: their session closes, hooks run."""
+    async def revoke(self, reason: str = "Signed out") -> None:
+        """The user signed out or was deactivated, or the connection's bearer token was revoked:
+        the session closes (code 4008, ``reason``), hooks run."""
         if self.relay is not None:
-            await self.relay.discard_session()
+            await self.relay.discard_session(reason)
             return
         session = self.client.session if self.client is not None else None
         if session is None:
             return
-        logger.info("Closing session %r: its user signed out or lost access", session.id)
-        await runtime.app(self._app_name).discard(session, reason="Signed out", close_code=CloseCode.ACCESS_REVOKED)
+        logger.info("Closing session %r: %s", session.id, reason)
+        await runtime.app(self._app_name).discard(session, reason=reason, close_code=CloseCode.ACCESS_REVOKED)
 
     async def websocket_disconnect(self, event: dict[str, Any]) -> None:
         unregister_connection(self)
