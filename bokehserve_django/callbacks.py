@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from bokeh.document.locking import UnlockedDocumentProxy
 from bokeh.io import curdoc
 
 from .threads import callback_executor, ensure_curdoc_per_thread
@@ -87,6 +88,10 @@ def run_in_thread(func: Callable[..., Any]) -> Callable[..., None]:
     @functools.wraps(func)
     def callback(*args: Any, **kwargs: Any) -> None:
         document = curdoc()
+        if isinstance(document, UnlockedDocumentProxy):
+            # Called from a without_document_lock callback: scheduling a next-tick callback is
+            # what such callbacks may do, and the function then runs under the lock.
+            document = document._doc
         _dispatch_worker_changes_on_loop(document)
 
         async def run_locked() -> None:

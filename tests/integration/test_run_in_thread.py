@@ -10,6 +10,8 @@ with the app and the traceback while the session carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +74,17 @@ class Session(RawBokehClient):
             self.doc.remove_on_change(events.append)
         await self.send(PROTOCOL.create("PATCH-DOC", events))
 
-    async def wait_for(self, name: str, prefix: str) -> str:
-        """Apply the server's patches until model ``name``'s text starts with ``prefix``; that text."""
-        async with asyncio.timeout(TIMEOUT):
-            while not self.text(name).startswith(prefix):
+    async def wait_until(self, predicate: Callable[[], bool], seconds: float = TIMEOUT) -> None:
+        """Apply the server's patches until ``predicate()`` holds."""
+        async with asyncio.timeout(seconds):
+            while not predicate():
                 message = await self.recv()
                 if message.msgtype == "PATCH-DOC":
                     message.apply_to_document(self.doc, self)
+
+    async def wait_for(self, name: str, prefix: str, seconds: float = TIMEOUT) -> str:
+        """Apply the server's patches until model ``name``'s text starts with ``prefix``; that text."""
+        await self.wait_until(lambda: self.text(name).startswith(prefix), seconds)
         return self.text(name)
 
 
@@ -144,5 +150,69 @@ async def test_an_exception_in_the_function_is_logged_and_the_session_carries_on
         assert "RuntimeError: threaded_changes was asked to fail ('raise')" in log
         # The same connection and session keep working, with curdoc() still right in the worker.
         await run_chain(session, "after")
+    finally:
+        await session.close()
+
+
+async def test_a_stream_from_the_worker_fires_on_change_on_the_loop(server) -> None:
+    session = await Session.open(server)
+    try:
+        await session.set_trigger("stream")
+        text = await session.wait_for("streamed", "3 rows|")
+        assert where(text.removeprefix("3 rows|")) == on_the_loop(session)
+        # The rows follow: the stream's own patch goes out after those of the callbacks it fired, as in bokeh.
+        source = session.doc.get_model_by_name("source")
+        await session.wait_until(lambda: list(source.data["x"]) == [1, 2, 3])
+    finally:
+        await session.close()
+
+
+async def test_a_periodic_callback_added_in_the_worker_runs_on_the_loop_and_can_be_removed(server) -> None:
+    session = await Session.open(server)
+    try:
+        await session.set_trigger("periodic")
+        text = await session.wait_for("ticks", "3|")
+        assert where(text.removeprefix("3|")) == on_the_loop(session)
+        # Removed at the third tick: a 20 ms callback still running would tick again well within this.
+        with contextlib.suppress(TimeoutError):
+            await session.wait_for("ticks", "4|", seconds=0.5)
+        assert session.text("ticks").startswith("3|")
+    finally:
+        await session.close()
+
+
+async def test_a_run_in_thread_callback_triggered_from_one_runs_after_it(server) -> None:
+    session = await Session.open(server)
+    try:
+        await session.set_trigger("nested")
+        text = await session.wait_for("nested", "after compute: ")
+        ran_after, record = text.removeprefix("after compute: ").split("|", 1)
+        assert ran_after == "True"
+        inner = where(record)
+        assert inner["thread"].startswith("bokeh-callback") and inner["curdoc_is_session_doc"], inner
+    finally:
+        await session.close()
+
+
+async def test_an_exception_in_a_triggered_callback_reaches_the_function_and_is_logged(server) -> None:
+    session = await Session.open(server)
+    try:
+        await session.set_trigger("bad-reaction")
+        await session.wait_for("worker", "bokeh-callback")
+        log = server.log
+        assert f"run_in_thread callback compute of app 'threaded_changes' (session {session.session_id!r}) failed" in log
+        assert "ValueError: react refuses 'bad-reaction'" in log
+        await run_chain(session, "recovered")
+    finally:
+        await session.close()
+
+
+async def test_run_in_thread_called_from_an_unlocked_callback_runs_under_the_lock(server) -> None:
+    session = await Session.open(server)
+    try:
+        await session.set_trigger("unlocked")
+        text = await session.wait_for("unlocked", "from unlocked|")
+        record = where(text.removeprefix("from unlocked|"))
+        assert record["thread"].startswith("bokeh-callback") and record["curdoc_is_session_doc"], record
     finally:
         await session.close()
