@@ -134,18 +134,29 @@ def _dispatch_worker_changes_on_loop(document: Document) -> None:
     if getattr(manager, _WRAPPED_MARK, False):
         return
     document_ref = weakref.ref(document)
+    manager_ref = weakref.ref(manager)
     for name in _DISPATCH_METHODS:
-        setattr(manager, name, _on_loop_from_workers(getattr(manager, name), document_ref))
+        setattr(manager, name, _on_loop_from_workers(getattr(type(manager), name), manager_ref, document_ref))
     setattr(manager, _WRAPPED_MARK, True)
 
 
-def _on_loop_from_workers(method: Callable[..., Any], document_ref: weakref.ref[Document]) -> Callable[..., Any]:
-    @functools.wraps(method)
+def _on_loop_from_workers(
+    function: Callable[..., Any], manager_ref: weakref.ref[Any], document_ref: weakref.ref[Document]
+) -> Callable[..., Any]:
+    """``function`` (a DocumentCallbackManager method) for the manager, handed to the loop from workers.
+
+    Holds the manager weakly, so the wrappers stored on it add no reference cycle of their own.
+    """
+
+    @functools.wraps(function)
     def dispatch(*args: Any, **kwargs: Any) -> Any:
+        manager = manager_ref()
+        if manager is None:
+            return None
         loop = _worker.loop
         if loop is None:
-            return method(*args, **kwargs)
-        return _call_on_loop(loop, document_ref, method, args, kwargs)
+            return function(manager, *args, **kwargs)
+        return _call_on_loop(loop, document_ref, functools.partial(function, manager), args, kwargs)
 
     return dispatch
 

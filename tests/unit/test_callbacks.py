@@ -106,3 +106,4 @@ def test_async_functions_are_refused_with_what_to_do_instead() -> None:
 
     with pytest.raises(TypeError, match=r"refresh is async.*sync_to_async"):
         run_in_thread(refresh)
+
