@@ -75,7 +75,7 @@ class AccessRequest:
         return cls(
             transport="http",
             app_name=app_name,
-            user=user,
+            user=_user_or_anonymous(user),
             path=request.path,
             method=request.method or "GET",
             scheme=request.scheme or "http",
@@ -99,7 +99,7 @@ class AccessRequest:
         return cls(
             transport="websocket",
             app_name=app_name,
-            user=user,
+            user=_user_or_anonymous(user),
             path=scope.get("path", ""),
             method="GET",
             scheme="https" if scope.get("scheme") == "wss" else "http",
@@ -109,6 +109,15 @@ class AccessRequest:
             cookies=MappingProxyType(parse_cookie(headers.get("cookie", ""))),
             arguments=_text_arguments(arguments),
         )
+
+
+def _user_or_anonymous(user: Any) -> Any:
+    """``user``, or AnonymousUser when the caller has none (a site without AuthenticationMiddleware)."""
+    if user is not None:
+        return user
+    from django.contrib.auth.models import AnonymousUser
+
+    return AnonymousUser()
 
 
 def _text_arguments(arguments: Mapping[str, list[bytes]]) -> Mapping[str, tuple[str, ...]]:

@@ -74,6 +74,11 @@ class TestBothTransports:
         request = http_request("tag=a&tag=b&city=Z%C3%BCrich")
         assert dict(request.arguments) == {"tag": ("a", "b"), "city": ("Zürich",)}
 
+    def test_no_user_is_the_anonymous_user(self) -> None:
+        request = AccessRequest.for_http(RequestFactory().get("/sales"), "sales", user=None)
+        assert not request.user.is_authenticated
+        assert isinstance(request.user, AnonymousUser)
+
     def test_it_cannot_be_changed(self) -> None:
         request = http_request()
         with pytest.raises(dataclasses.FrozenInstanceError):
