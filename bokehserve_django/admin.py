@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.utils import timezone
 
+from . import bearer
 from .models import BearerToken
 
 
@@ -25,5 +25,8 @@ class BearerTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected bearer tokens", permissions=("change",))
     def revoke(self, request: Any, queryset: Any) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"Revoked {count} bearer token(s); clients using them are refused from their next request.")
+        count = bearer.revoke_tokens(queryset.filter(revoked_at__isnull=True).values_list("jti", flat=True))
+        self.message_user(
+            request,
+            f"Revoked {count} bearer token(s); their open sessions are closed and clients using them are refused from their next request.",
+        )

@@ -51,7 +51,7 @@ class BokehServeConfig(AppConfig):
         configure(
             load_relayed_user="bokehserve_django.auth.user_for_relayed_client",
             render_page="bokehserve_django.views.render_page_for_session",
-            start_hooks=("bokehserve_django.auth.install",),
+            start_hooks=("bokehserve_django.auth.install", "bokehserve_django.bearer.install"),
         )
 
         # Signing out or deactivation closes the user's live Bokeh sessions.

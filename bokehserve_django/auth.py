@@ -179,6 +179,11 @@ def register_connection(user: Any, consumer: Any) -> None:
         _user_of_connection[consumer] = key
 
 
+def connections_of(user_pk: Any) -> list[Any]:
+    """The WebSocket consumers of ``user_pk`` in this process (bearer.py closes a revoked token's)."""
+    return list(_connections.get(str(user_pk), ()))
+
+
 def unregister_connection(consumer: Any) -> None:
     key = _user_of_connection.pop(consumer, None)
     if key is None:

@@ -9,11 +9,14 @@ USER's access policies, ``session_context.user``. Claims: ``sub`` (the user's pk
 
 A token is valid only while its ``jti`` is in the database unrevoked (models.BearerToken):
 revoking it, or signing its user out or deactivating them, is a database write every
-process sees. The JWT never goes into a session token or a page (credentials.py).
+process sees. Revoking one token also closes the sessions whose WebSockets it opened, in
+every process on the channel layer (as a sign-out does for the user's). The JWT never goes
+into a session token or a page (credentials.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import hmac
@@ -21,7 +24,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
@@ -29,6 +32,8 @@ from .conf import bokeh_settings
 from .exceptions import BearerTokenRefused
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from django.http import HttpRequest
 
 __all__ = (
@@ -37,7 +42,9 @@ __all__ = (
     "issue_token",
     "refusal_response",
     "revoke_token",
+    "revoke_tokens",
     "revoke_user_tokens",
+    "token_id_in_scope",
     "user_for_request",
     "user_for_scope",
 )
@@ -46,6 +53,10 @@ logger = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 _SCHEME = "bearer"
+#: Channel-layer message (to every process) that closes the sessions opened with revoked tokens.
+REVOKE_TOKENS_MESSAGE = "bokehserve.revoke_bearer_tokens"
+#: The close reason (code 4008, as a sign-out's) of a WebSocket whose bearer token was revoked.
+REVOKED_REASON = "Bearer token revoked; issue a new one with manage.py bokeh_token"
 
 
 def signing_key() -> bytes:
@@ -198,11 +209,90 @@ def refusal_response(exc: BearerTokenRefused) -> Any:
 
 
 def revoke_token(jti: str) -> bool:
-    """Revoke the token ``jti``; False if there is no such unrevoked token."""
+    """Revoke the token ``jti`` and close the sessions it opened; False if there is no such unrevoked token."""
+    return revoke_tokens([jti]) == 1
+
+
+def revoke_tokens(jtis: Iterable[str]) -> int:
+    """Revoke these tokens and close the sessions they opened, in every process; how many were revoked.
+
+    Sync (ORM, then a bounded broadcast): call it from views, admin actions and commands.
+    """
     from .models import BearerToken
 
     now = datetime.datetime.now(datetime.UTC)
-    return BearerToken.objects.filter(jti=jti, revoked_at__isnull=True).update(revoked_at=now) == 1
+    revoked: list[list[str]] = []
+    for row in BearerToken.objects.filter(jti__in=list(jtis), revoked_at__isnull=True).only("jti", "user_id"):
+        # One row at a time: a concurrent revocation of the same token counts (and broadcasts) once.
+        if BearerToken.objects.filter(jti=row.jti, revoked_at__isnull=True).update(revoked_at=now):
+            revoked.append([row.jti, str(row.user_id)])
+    if revoked:
+        logger.info("Revoked bearer token(s) %s", ", ".join(jti for jti, _ in revoked))
+        _tell_every_process({"type": REVOKE_TOKENS_MESSAGE, "tokens": revoked})
+    return len(revoked)
+
+
+def _tell_every_process(message: dict[str, Any]) -> None:
+    """Broadcast ``message`` on the channel layer (as auth.revoke_user does); logs if it cannot."""
+    from channels.layers import get_channel_layer
+
+    from .cluster import BROADCAST_GROUP
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def send() -> None:
+        # Bounded: a revocation must not hang while Redis is unreachable; the database
+        # already refuses the tokens, only the closing of open sessions is lost.
+        await asyncio.wait_for(layer.group_send(BROADCAST_GROUP, message), 2)
+
+    try:
+        async_to_sync(send)()
+    except Exception as exc:
+        logger.error("Could not tell the Bokeh server processes to close the sessions of revoked bearer tokens: %s", exc)
+
+
+def token_id_in_scope(scope: Mapping[str, Any]) -> str | None:
+    """The ``jti`` of the bearer token a WebSocket upgrade carries, or None.
+
+    Unverified: only for connections whose token was checked when they opened.
+    """
+    import jwt
+
+    values = [value for name, value in scope.get("headers", []) if name.lower() == b"authorization"]
+    credential = _bearer_credential(values[0].decode("latin-1")) if len(values) == 1 else None
+    if credential is None:
+        return None
+    claims = jwt.decode(credential, options={"verify_signature": False, "verify_exp": False, "verify_aud": False})
+    jti = claims.get("jti") if isinstance(claims, dict) else None
+    return str(jti) if jti is not None else None
+
+
+async def _handle_token_revocation(message: dict[str, Any]) -> None:
+    """On every process: close the WebSockets (local or relayed) opened with a revoked token."""
+    from .auth import connections_of
+
+    for jti, user_pk in message["tokens"]:
+        # A bearer connection is registered under its token's user (auth.register_connection).
+        for consumer in connections_of(user_pk):
+            if token_id_in_scope(consumer.scope) == jti:
+                # Closing runs the sessions' hooks: do it aside, not in the process's message loop.
+                asyncio.get_running_loop().create_task(_close(consumer, jti))
+
+
+async def _close(consumer: Any, jti: str) -> None:
+    try:
+        await consumer.revoke(REVOKED_REASON)
+    except Exception:
+        logger.error("Could not close a session opened with the revoked bearer token %s", jti, exc_info=True)
+
+
+def install() -> None:
+    """Let this process hear of revoked bearer tokens, wherever they are revoked."""
+    from .cluster import membership
+
+    membership.on(REVOKE_TOKENS_MESSAGE, _handle_token_revocation)
 
 
 def revoke_user_tokens(user_pk: Any, at: float) -> int:

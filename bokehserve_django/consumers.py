@@ -17,6 +17,7 @@ from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
 from . import bearer, registry, security, signing
+from .access import AccessRequest
 from .auth import register_connection, unregister_connection, user_for_websocket
 from .cluster import EdgeRelay, Where, ensure_started, is_page_token, locate
 from .conf import bokeh_settings
@@ -79,8 +80,10 @@ class BokehConsumer(AsyncConsumer):
                 logger.info("WebSocket for session %r of app %r reconnects with a token that expired %.0f s ago",
                             info.session_id, app_name, info.expired_for)
             request = from_websocket_scope(self.scope, info.payload, user)
-            if not entry.access.is_public and not await sync_to_async(entry.access.allows_sync)(user, request):
-                raise SessionRefused(f"user {getattr(user, 'pk', None)} has no access ({entry.access.description})")
+            if not entry.access.is_public:
+                access_request = AccessRequest.for_websocket(self.scope, app_name, user, request.arguments)
+                if not await sync_to_async(entry.access.allows_sync)(access_request):
+                    raise SessionRefused(f"user {getattr(user, 'pk', None)} has no access ({entry.access.description})")
             await ensure_started()
             placement = await locate(app_name, info.session_id, must_exist=is_page_token(info.payload))
             if placement.where is Where.RELAYED:
@@ -195,16 +198,17 @@ class BokehConsumer(AsyncConsumer):
             except Exception as exc:  # the channel layer (Redis) is unreachable, or the owner's channel is full
                 await self._end_relay(exc)
 
-    async def revoke(self) -> None:
-        """The user signed out or was deactivated: their session closes, hooks run."""
+    async def revoke(self, reason: str = "Signed out") -> None:
+        """The user signed out or was deactivated, or the connection's bearer token was revoked:
+        the session closes (code 4008, ``reason``), hooks run."""
         if self.relay is not None:
-            await self.relay.discard_session()
+            await self.relay.discard_session(reason)
             return
         session = self.client.session if self.client is not None else None
         if session is None:
             return
-        logger.info("Closing session %r: its user signed out or lost access", session.id)
-        await runtime.app(self._app_name).discard(session, reason="Signed out", close_code=CloseCode.ACCESS_REVOKED)
+        logger.info("Closing session %r: %s", session.id, reason)
+        await runtime.app(self._app_name).discard(session, reason=reason, close_code=CloseCode.ACCESS_REVOKED)
 
     async def websocket_disconnect(self, event: dict[str, Any]) -> None:
         unregister_connection(self)

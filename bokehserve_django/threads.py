@@ -71,3 +71,8 @@ def _patch_curdoc_per_thread() -> None:
         bokeh_io_doc._PATCHED_CURDOCS = _ThreadLocalStack()  # type: ignore[assignment]
 
 
+
+
+def ensure_curdoc_per_thread() -> None:
+    """Make ``curdoc()`` overrides per thread before code pushes one in a worker thread (idempotent)."""
+    _patch_curdoc_per_thread()

@@ -35,6 +35,7 @@ from django.template.loader import render_to_string
 from django.views.static import serve
 
 from . import bearer, panel, registry, security, signing
+from .access import AccessRequest
 from .auth import token_claims
 from .cluster import PAGE_TOKEN_KEY, Where, ensure_started, locate, membership, request_page
 from .conf import bokeh_settings
@@ -89,7 +90,7 @@ async def check_access(request: HttpRequest, entry: registry.RegisteredApp) -> A
         user = await request.auser() if hasattr(request, "auser") else None
     if entry.access.is_public:
         return user
-    if not await sync_to_async(entry.access.allows_sync)(user, request):
+    if not await sync_to_async(entry.access.allows_sync)(AccessRequest.for_http(request, entry.name, user)):
         anonymous = not getattr(user, "is_authenticated", False)
         logger.info(
             "Refused %s for app %r: %s (policy: %s)",

@@ -146,8 +146,9 @@ class EdgeRelay:
             await self.consumer.close_connection(code, reason)
         await self._tell_owner_closed()
 
-    async def discard_session(self) -> None:
-        await membership.send(self.owner, {"type": DISCARD, "edge": self.edge_channel})
+    async def discard_session(self, reason: str) -> None:
+        """Ask the owner to destroy the session (access revoked); its clients get 4008 and ``reason``."""
+        await membership.send(self.owner, {"type": DISCARD, "edge": self.edge_channel, "reason": reason})
 
     async def closed(self) -> None:
         """The client went away."""
@@ -432,7 +433,9 @@ class OwnerRelays:
         owned = self._clients.get(message["edge"])
         session = owned.client.session if owned is not None and owned.client is not None else None
         if session is not None:
-            await runtime.app(owned.app_name).discard(session, reason="Signed out", close_code=CloseCode.ACCESS_REVOKED)
+            # "reason" is absent in messages from processes of an earlier version.
+            reason = str(message.get("reason", "Signed out"))
+            await runtime.app(owned.app_name).discard(session, reason=reason, close_code=CloseCode.ACCESS_REVOKED)
 
     async def _render_page(self, message: dict[str, Any]) -> None:
         # Rendering may wait for app code: do it aside, not in the process's message loop.

@@ -35,7 +35,10 @@ class Command(BaseCommand):
         if options["revoke"]:
             if not bearer.revoke_token(options["revoke"]):
                 raise CommandError(f"No unrevoked bearer token has the id {options['revoke']!r}; see --list USER.")
-            self.stderr.write(f"Revoked bearer token {options['revoke']}.")
+            self.stderr.write(
+                f"Revoked bearer token {options['revoke']}. Server processes on this site's channel layer close "
+                "the sessions it opened (with the in-memory layer, only a revocation inside the server does)."
+            )
             return
         if not options["user"]:
             raise CommandError("Name the user the token acts as: manage.py bokeh_token USER [--app NAME] [--ttl SECONDS].")
