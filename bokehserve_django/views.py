@@ -139,9 +139,17 @@ async def open_session(request: HttpRequest, app_name: str, user: Any = None) ->
     return _PageSession(session, session_id, token)
 
 
+def _already_logged(response: HttpResponse) -> HttpResponse:
+    """Keep Django's request logger from logging ``response`` again: we logged one line that
+    says why (Django's would add "Service Unavailable: /app" at ERROR, for a process that is
+    draining or full as designed)."""
+    response._has_been_logged = True  # read by django.utils.log.log_response
+    return response
+
+
 def _refusal(exc: Exception) -> HttpResponse:
     logger.warning("Refused session request: %s", exc)
-    return HttpResponseForbidden(f"{exc}\n", content_type="text/plain; charset=utf-8")
+    return _already_logged(HttpResponseForbidden(f"{exc}\n", content_type="text/plain; charset=utf-8"))
 
 
 def _unavailable_page(request: HttpRequest, exc: SessionsUnavailable) -> HttpResponse:
@@ -152,14 +160,14 @@ def _unavailable_page(request: HttpRequest, exc: SessionsUnavailable) -> HttpRes
     response = HttpResponse(html, status=503)
     response["Retry-After"] = str(exc.retry_after)
     response["Cache-Control"] = "no-store"
-    return response
+    return _already_logged(response)
 
 
 def _load_error_page(request: HttpRequest, exc: AppLoadError) -> HttpResponse:
     logger.error("Bokeh application %r failed:\n%s", exc.app_name, exc.details)
     context = {"app_name": exc.app_name, "details": exc.details if settings.DEBUG else None}
     html = render_to_string("bokehserve_django/app_error.html", context, request=request)
-    return HttpResponse(html, status=500)
+    return _already_logged(HttpResponse(html, status=500))
 
 
 def _lookup(app_name: str) -> registry.RegisteredApp:

@@ -16,6 +16,7 @@ server has); and bokeh.client against a live server (no cookie: anonymous).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -245,12 +246,17 @@ async def test_parallel_opens_cannot_slip_past_the_per_user_cap(security_setting
 
 @pytest.mark.django_db(transaction=True)
 async def test_process_cap_answers_503_with_retry_after_and_counts_parallel_opens(
-    security_settings, fresh_runtime
+    security_settings, fresh_runtime, caplog
 ) -> None:
     security_settings.BOKEHSERVE = {**security_settings.BOKEHSERVE, "MAX_SESSIONS": 3}
     client = AsyncClient()
-    responses = await asyncio.gather(*(client.get("/public") for _ in range(6)))
+    with caplog.at_level(logging.INFO):
+        responses = await asyncio.gather(*(client.get("/public") for _ in range(6)))
     assert sorted(r.status_code for r in responses) == [200, 200, 200, 503, 503, 503]
+    # One INFO line each, saying why; not Django's "Service Unavailable" at ERROR as well.
+    refusals = [r for r in caplog.records if "MAX_SESSIONS" in r.getMessage()]
+    assert len(refusals) == 3 and {r.levelno for r in refusals} == {logging.INFO}
+    assert [r for r in caplog.records if r.name == "django.request"] == []
     refused = next(r for r in responses if r.status_code == 503)
     assert refused["Retry-After"].isdigit() and b"MAX_SESSIONS" in refused.content
     assert len(runtime.app("public").sessions) == 3
