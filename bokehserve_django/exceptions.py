@@ -51,6 +51,15 @@ class PanelNotInstalled(ImproperlyConfigured):
         )
 
 
+class ComponentResourceNotFound(Exception):
+    """A ``components/...`` URL names no file a Panel component lists; ``status`` says how (400, 403 or 404)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 class AppNotRegistered(LookupError):
     """Raised when a URL names an application that is not registered."""
 

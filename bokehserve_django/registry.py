@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 #: URL names: path segments of letters, digits, "_", "-" and "." (no leading dot).
 APP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_\-.]*(/[A-Za-z0-9_\-][A-Za-z0-9_\-.]*)*")
 #: Names that would shadow the server's own URLs.
-RESERVED_NAMES = {"static", "ws", "autoload.js", "metadata", "bokehserve-stats", "favicon.ico", "healthz", "readyz", "metrics"}
+RESERVED_NAMES = {"static", "ws", "autoload.js", "metadata", "bokehserve-stats", "favicon.ico", "healthz", "readyz", "metrics", "components"}
 
 
 @dataclass

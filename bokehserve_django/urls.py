@@ -20,6 +20,8 @@ app_name = "bokehserve_django"
 _app_patterns = [
     # bokeh serve's layout for BokehJS and extensions (before the apps: "static" is reserved).
     path("static/<path:path>", views.bokeh_static, name="bokeh_static"),
+    # Panel's component-resources route (files that custom Panel components list).
+    path("components/<path:path>", views.panel_component_resource, name="panel_component_resource"),
     path("<bokehapp:app_name>/autoload.js", views.autoload_js, name="autoload_js"),
     path("<bokehapp:app_name>/metadata", views.metadata, name="metadata"),
     path("<bokehapp:app_name>/static/<path:path>", views.app_static, name="app_static"),

@@ -43,6 +43,7 @@ from .exceptions import (
     AppLoadError,
     AppNotRegistered,
     BearerTokenRefused,
+    ComponentResourceNotFound,
     InvalidToken,
     SessionRefused,
     SessionsUnavailable,
@@ -455,6 +456,26 @@ def bokeh_static(request: HttpRequest, path: str) -> HttpResponse:
         return _no_static_file()
     # The files change only when a package is upgraded; bokeh's URLs then carry a new ?v=.
     response["Cache-Control"] = "max-age=3600"
+    return response
+
+
+def panel_component_resource(request: HttpRequest, path: str) -> HttpResponse:
+    """``/components/<module>/<Class>/<attribute>/<file>``: a file a custom Panel component lists.
+
+    As ``panel serve`` answers it (bokehserve_django/panel/components.py); 404 without Panel.
+    """
+    try:
+        found = panel.component_resource_file(path)
+    except ComponentResourceNotFound as exc:
+        return HttpResponse(f"{exc.reason}\n", status=exc.status, content_type="text/plain; charset=utf-8")
+    if found is None or not os.path.isfile(found):
+        return _no_static_file()
+    directory, filename = os.path.split(found)
+    try:
+        response = serve(request, filename, document_root=directory)
+    except (Http404, OSError):
+        return _no_static_file()
+    response["Cache-Control"] = "no-cache"  # the component's file may change with the app's code
     return response
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "build_panel_application",
+    "component_resource_file",
     "is_panel_application",
     "is_panel_spec",
     "names_panel",
@@ -104,6 +105,16 @@ def render_autoload(
     from .pages import render_autoload as render_with_panel
 
     return render_with_panel(page_session, site_resources, element_id, app_path, absolute_url)
+
+
+def component_resource_file(path: str) -> str | None:
+    """The file ``components/<path>`` names (Panel's component-resources route), or None when
+    Panel is not installed; ComponentResourceNotFound for a file no component lists."""
+    if not panel_installed():
+        return None
+    from .components import component_resource_file as find
+
+    return find(path)
 
 
 def is_panel_application(application: Any) -> bool:

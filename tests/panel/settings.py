@@ -18,6 +18,7 @@ PANEL_APPS = {
     "lifecycle": PANEL_TEST_APPS / "lifecycle.py",
     "page": PANEL_TEST_APPS / "page.md",
     "notebook": PANEL_TEST_APPS / "notebook.ipynb",
+    "card": PANEL_TEST_APPS / "card.py",
     "whoami": {"app": PANEL_TEST_APPS / "whoami.py", "access": "login"},
     "function": "tests.panel.apps.objects:dashboard",
     "template_object": "tests.panel.apps.objects:shared_template",

@@ -78,6 +78,23 @@ def test_a_tabulator_row_picked_in_the_page_reaches_python(page: Page, panel_ser
     assert_clean(watch)
 
 
+def test_a_custom_component_s_stylesheet_comes_from_the_component_resources_route(
+    page: Page, panel_server: LiveServer
+) -> None:
+    watch = watched(page, panel_server)
+    stylesheets: list[str] = []
+    page.on("response", lambda response: stylesheets.append(f"{response.status} {response.url}"))
+    page.goto(panel_server.url + "/card")
+    card = page.locator(".test-card")
+    expect(card).to_have_text("clicked 0 times")
+    expect(card).to_have_css("background-color", "rgb(10, 120, 200)")  # from card.css
+    card.click()
+    expect(card).to_have_text("clicked 1 times")
+    route = f"{panel_server.url}/components/tests.panel.apps.card_component/Card/_stylesheets/card.css"
+    assert f"200 {route}" in stylesheets, stylesheets
+    assert_clean(watch)
+
+
 def test_session_args_come_from_the_page_url(page: Page, panel_server: LiveServer) -> None:
     watch = watched(page, panel_server)
     page.goto(panel_server.url + "/request_info?city=Oslo")

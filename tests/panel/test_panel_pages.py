@@ -85,6 +85,33 @@ async def test_a_page_url_cannot_point_the_stylesheets_at_another_host() -> None
         await page.close()
 
 
+COMPONENT = "/components/tests.panel.apps.card_component/Card"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        (f"{COMPONENT}/_stylesheets/card.css", 200),
+        (f"{COMPONENT}/_stylesheets/card_component.py", 403),  # next to it, but not listed
+        (f"{COMPONENT}/_stylesheets/../card.css", 403),
+        (f"{COMPONENT}/_esm/card.css", 403),  # not an attribute that names files
+        ("/components/tests.panel.apps.card_component/Nothing/_stylesheets/card.css", 404),
+        ("/components/antigravity/Thing/_stylesheets/x.css", 404),  # never imported: not imported now
+        ("/components/tests.panel.apps.card_component/Card", 400),
+    ],
+)
+async def test_the_component_resources_route_serves_only_listed_files(path: str, status: int) -> None:
+    import sys
+
+    import tests.panel.apps.card_component  # noqa: F401  (as a session that rendered a Card would have)
+
+    response = await AsyncClient().get(path)
+    assert response.status_code == status, response
+    if status == 200:
+        assert b"rgb(10, 120, 200)" in b"".join(response.streaming_content)
+    assert "antigravity" not in sys.modules
+
+
 async def test_a_bokeh_app_keeps_bokeh_s_page(settings) -> None:
     from bokehserve_django import registry
     from tests.settings import TEST_APPS
