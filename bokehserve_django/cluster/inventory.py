@@ -335,16 +335,18 @@ async def _ask_every_process(command: dict[str, Any], answer_within: float) -> _
     """This process's result at once, every other live process's within ``answer_within`` seconds."""
     await _join_cluster()
     answers = _Answers()
-    peers: list[ProcessInfo] = []
+    me, peers = _this_process(), []
     if membership.distributed:
         if not membership.connected:
             answers.incomplete = "Redis is unreachable: only the sessions of this process are shown or acted on."
         for info in await membership.process_stats():
             process = ProcessInfo.of(info)
-            if process.channel and process.channel != membership.process_channel:
+            if process.channel == membership.process_channel:
+                me = process
+            elif process.channel:
                 peers.append(process)
     asked = {process: asyncio.ensure_future(_ask(process, command, answer_within)) for process in peers}
-    answers.results.append((_this_process(), await carry_out(command)))
+    answers.results.append((me, await carry_out(command)))
     for process, task in asked.items():
         result = await task
         if result is None:

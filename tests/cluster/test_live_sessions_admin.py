@@ -150,7 +150,7 @@ async def test_a_frozen_process_is_listed_as_not_answering(cluster, operator) ->
         client = await asyncio.to_thread(AdminClient, cluster.a.url, operator)
         # The new process joins the directory with its first heartbeat (a page load starts it).
         await asyncio.to_thread(AdminClient(frozen.url, None).get, "/echo")
-        await _wait_for(lambda: f"<td>{frozen.process.pid}</td>" in client.get(PAGE)[2], 10, "the new process listed")
+        await asyncio.to_thread(_wait_until_listed, client, frozen.process.pid, 10)
         os.kill(frozen.process.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -165,6 +165,13 @@ async def test_a_frozen_process_is_listed_as_not_answering(cluster, operator) ->
         assert took < inventory.LIST_TIMEOUT + 5, f"the page took {took:.1f} s"
     finally:
         await asyncio.to_thread(frozen.stop)
+
+
+def _wait_until_listed(client: AdminClient, pid: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while f"<td>{pid}</td>" not in client.get(PAGE)[2]:
+        assert time.monotonic() < deadline, f"process {pid} not listed within {seconds} s"
+        time.sleep(0.2)
 
 
 def _host() -> str:
