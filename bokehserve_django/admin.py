@@ -189,18 +189,20 @@ class LiveSessionAdmin(admin.ModelAdmin):
             messages.error(request, f"Nothing was closed. {exc}")
             return self._back()
         if action == "close":
-            for app, session_id, _user in selected:
-                outcome = async_to_sync(inventory.close_session)(app, session_id, reason)
-                self._report(request, outcome, f"session {session_id[:12]}\u2026 of app {app!r}")
+            # One question per process for the whole selection, however many sessions it holds.
+            outcome = async_to_sync(inventory.close_sessions)([(app, sid) for app, sid, _user in selected], reason)
+            app, session_id, _user = selected[0]
+            what = f"session {session_id[:12]}\u2026 of app {app!r}" if len(selected) == 1 else f"{len(selected)} selected sessions"
+            self._report(request, outcome, what)
         elif action == "close_user":
             users = sorted({user for _app, _sid, user in selected if user})
             anonymous = sum(1 for _app, _sid, user in selected if not user)
             if anonymous:
                 messages.warning(request, f"Skipped {anonymous} anonymous session(s): they have no user; "
                                           "use \u201cClose the selected sessions\u201d for those.")
-            for user_pk in users:
-                outcome = async_to_sync(inventory.close_user_sessions)(user_pk, reason)
-                self._report(request, outcome, f"the sessions of user {user_pk}")
+            if users:
+                outcome = async_to_sync(inventory.close_users_sessions)(users, reason)
+                self._report(request, outcome, f"every session of user{'' if len(users) == 1 else 's'} {', '.join(users)}")
         else:
             messages.error(request, f"Unknown action {action!r}: choose one in the list.")
         return self._back()

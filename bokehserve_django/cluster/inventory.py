@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import CloseCode
-from .membership import membership
+from .membership import ALIVE_TTL, PROCESSES_KEY, REDIS_TIMEOUT, async_client, membership, redis_host
 
 __all__ = (
     "DEFAULT_CLOSE_REASON",
@@ -184,15 +185,29 @@ async def live_sessions() -> Inventory:
 
 async def close_session(app: str, session_id: str, reason: str | None = None) -> Outcome:
     """Close one session wherever it lives: its clients get 4012 and ``reason``, its hooks run."""
-    command = {"command": "close", "app": _require(app, "app"), "session_id": _require(session_id, "session id"),
-               "reason": clean_reason(reason)}
+    return await close_sessions([(app, session_id)], reason)
+
+
+async def close_sessions(sessions: list[tuple[str, str]], reason: str | None = None) -> Outcome:
+    """Close these (app, session id) sessions wherever they live: one question per process."""
+    pairs = [[_require(app, "app"), _require(session_id, "session id")] for app, session_id in sessions]
+    if not pairs:
+        raise InvalidCommand("No session given.")
+    command = {"command": "close", "sessions": pairs, "reason": clean_reason(reason)}
     return _outcome(await _ask_every_process(command, COMMAND_TIMEOUT))
 
 
 async def close_user_sessions(user_pk: Any, reason: str | None = None) -> Outcome:
     """Close every session of one Django user, in every process. The user stays signed in."""
-    command = {"command": "close_user", "user": _require(None if user_pk is None else str(user_pk), "user"),
-               "reason": clean_reason(reason)}
+    return await close_users_sessions([user_pk], reason)
+
+
+async def close_users_sessions(user_pks: list[Any], reason: str | None = None) -> Outcome:
+    """Close every session of these Django users, in every process. They stay signed in."""
+    users = [_require(None if pk is None else str(pk), "user") for pk in user_pks]
+    if not users:
+        raise InvalidCommand("No user given.")
+    command = {"command": "close_user", "users": users, "reason": clean_reason(reason)}
     return _outcome(await _ask_every_process(command, COMMAND_TIMEOUT))
 
 
@@ -226,10 +241,11 @@ async def carry_out(command: dict[str, Any]) -> dict[str, Any]:
     if kind == "list":
         return {"sessions": local_sessions()}
     if kind == "close":
-        return {"count": await _close_here(lambda app, s: app == command["app"] and s.id == command["session_id"],
-                                           command["reason"])}
+        wanted = {(app, session_id) for app, session_id in command["sessions"]}
+        return {"count": await _close_here(lambda app, s: (app, s.id) in wanted, command["reason"])}
     if kind == "close_user":
-        return {"count": await _close_here(lambda app, s: _user_pk(s) == command["user"], command["reason"])}
+        users = set(command["users"])
+        return {"count": await _close_here(lambda app, s: _user_pk(s) in users, command["reason"])}
     if kind == "notice":
         return {"count": await _notice_here(command["app"], command["text"])}
     raise InvalidCommand(f"Unknown inventory command {kind!r}")
@@ -332,8 +348,19 @@ def _this_process() -> ProcessInfo:
 
 
 async def _ask_every_process(command: dict[str, Any], answer_within: float) -> _Answers:
-    """This process's result at once, every other live process's within ``answer_within`` seconds."""
-    await _join_cluster()
+    """The result of every live process, each within ``answer_within`` seconds.
+
+    A process serving Bokeh sessions answers for itself at once and hears the others' answers
+    on its own channel. Any other process (the admin served by a WSGI server, say, or a
+    Bokeh process before its first session) holds no sessions: it only asks, on a channel
+    of its own for the occasion.
+    """
+    if membership.started:
+        return await _ask_as_member(command, answer_within)
+    return await _ask_from_outside(command, answer_within)
+
+
+async def _ask_as_member(command: dict[str, Any], answer_within: float) -> _Answers:
     answers = _Answers()
     me, peers = _this_process(), []
     if membership.distributed:
@@ -383,13 +410,71 @@ async def _ask(process: ProcessInfo, command: dict[str, Any], answer_within: flo
     return answer["result"]
 
 
-async def _join_cluster() -> None:
-    """Start this process's serving if nothing did yet: its channel is where answers come back."""
-    from ..exceptions import NotAccepting
-    from .lifecycle import ensure_started
+async def _ask_from_outside(command: dict[str, Any], answer_within: float) -> _Answers:
+    """Ask every process of the directory from a process that serves no sessions."""
+    from channels.layers import get_channel_layer
 
-    with contextlib.suppress(NotAccepting):  # draining: it still lists and closes what it holds
-        await ensure_started()
+    answers = _Answers()
+    host = redis_host()
+    layer = get_channel_layer()
+    if host is None or layer is None:
+        # The in-memory layer reaches no other process, and this one holds no sessions.
+        answers.incomplete = ("This process serves no Bokeh sessions, and without channels_redis it cannot "
+                              "reach the processes that do (see docs/cluster.md).")
+        return answers
+    peers = await _read_directory(host)
+    if peers is None:
+        answers.incomplete = "Redis is unreachable: no process could be asked; try again shortly."
+        return answers
+    reply_channel = await layer.new_channel()
+    waiting: dict[str, ProcessInfo] = {}
+    for index, process in enumerate(peers):
+        reply = f"{reply_channel}|{index}"
+        try:
+            await asyncio.wait_for(layer.send(process.channel, {"type": ASK, "reply": reply, "command": command}), REDIS_TIMEOUT)
+        except Exception as exc:
+            logger.warning("Could not ask process %d on %s: %s", process.pid, process.host, exc)
+            answers.silent.append(process)
+            continue
+        waiting[reply] = process
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(answer_within):
+            while waiting:
+                message = await layer.receive(reply_channel)
+                process = waiting.pop(str(message.get("reply", "")), None)
+                if process is None:
+                    continue
+                if "error" in message:
+                    logger.error("Process %d on %s could not carry out %r: %s", process.pid, process.host,
+                                 command.get("command"), message["error"])
+                    answers.silent.append(process)
+                else:
+                    answers.results.append((process, message["result"]))
+    for process in waiting.values():
+        logger.warning("Process %d on %s did not answer %r within %s s", process.pid, process.host,
+                       command.get("command"), answer_within)
+        answers.silent.append(process)
+    return answers
+
+
+async def _read_directory(host: dict[str, Any]) -> list[ProcessInfo] | None:
+    """The processes whose heartbeat is recent (the PROCESSES_KEY hash); None if Redis is unreachable."""
+    client = async_client(host)
+    try:
+        entries = await asyncio.wait_for(client.hgetall(PROCESSES_KEY), REDIS_TIMEOUT)
+    except Exception as exc:
+        logger.warning("Could not read the process directory from Redis: %s", exc)
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    now = time.time()
+    processes = []
+    for channel, raw in entries.items():
+        info = json.loads(raw)
+        if now - info.get("beat", 0) <= ALIVE_TTL:
+            processes.append(ProcessInfo.of({**info, "channel": channel.decode()}))
+    return processes
 
 
 async def _on_ask(message: dict[str, Any]) -> None:

@@ -144,6 +144,31 @@ async def test_a_notice_reaches_the_pages_of_the_app_on_both_processes(cluster, 
         await close_all(peers)
 
 
+async def test_code_in_a_process_serving_no_sessions_asks_the_processes_from_outside(cluster, cluster_layer) -> None:
+    """This test process is no member (it serves nothing): it asks on a reply channel of its own,
+    as the admin does when served by a WSGI server; one question per process for two sessions."""
+    from bokehserve_django.cluster import membership
+
+    assert not membership.started
+    tokens = {cluster.a.process.pid: fresh_token(), cluster.b.process.pid: fresh_token()}
+    peers = {pid: await connect(server.url, tokens[pid], app="hooks") for pid, server in
+             ((cluster.a.process.pid, cluster.a), (cluster.b.process.pid, cluster.b))}
+    try:
+        found = await inventory.live_sessions()
+        assert {cluster.a.process.pid, cluster.b.process.pid} <= {p.pid for p in found.processes}
+        listed = {(s.session_id, s.process.pid) for s in found.sessions}
+        for pid, token in tokens.items():
+            assert (get_session_id(token), pid) in listed
+        outcome = await inventory.close_sessions([("hooks", get_session_id(t)) for t in tokens.values()], "From a script")
+        assert outcome.count == 2 and outcome.not_answering == []
+        assert sorted(p.pid for p, count in outcome.by_process if count == 1) == sorted(tokens)
+        for peer in peers.values():
+            code, reason, _ = await peer.close_info(10)
+            assert (code, reason) == (CloseCode.CLOSED_BY_ADMIN, "From a script")
+    finally:
+        await close_all(list(peers.values()))
+
+
 async def test_a_frozen_process_is_listed_as_not_answering(cluster, operator) -> None:
     [frozen] = await asyncio.to_thread(start_servers, 1, cluster.env)
     try:

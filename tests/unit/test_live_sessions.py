@@ -43,8 +43,12 @@ class TestValidation:
     async def test_commands_name_what_they_act_on(self) -> None:
         with pytest.raises(inventory.InvalidCommand, match="No session id given"):
             await inventory.close_session("echo", " ")
+        with pytest.raises(inventory.InvalidCommand, match="No session given"):
+            await inventory.close_sessions([])
         with pytest.raises(inventory.InvalidCommand, match="No user given"):
             await inventory.close_user_sessions(None)
+        with pytest.raises(inventory.InvalidCommand, match="No user given"):
+            await inventory.close_users_sessions([])
 
     async def test_an_unknown_command_is_refused(self) -> None:
         with pytest.raises(inventory.InvalidCommand, match="Unknown inventory command 'explode'"):
@@ -56,6 +60,7 @@ class FakeMembership:
 
     def __init__(self, connected: bool = True) -> None:
         self.process_channel = "specific.me!1"
+        self.started = True
         self.distributed = True
         self.connected = connected
         self.draining = False
@@ -84,15 +89,11 @@ def fake_cluster(monkeypatch) -> FakeMembership:
     monkeypatch.setattr(inventory, "membership", fake)
     monkeypatch.setattr(inventory, "LIST_TIMEOUT", 0.5)
 
-    async def no_start() -> None:
-        return None
-
     async def local(command: dict[str, Any]) -> dict[str, Any]:
         facts = {"app": "echo", "session_id": "s1", "user_pk": None, "user_name": None, "age_seconds": 90.0,
                  "idle_seconds": 90.0, "unused_seconds": 12.0, "direct": 0, "relayed": 0}
         return {"sessions": [facts]}
 
-    monkeypatch.setattr(inventory, "_join_cluster", no_start)
     monkeypatch.setattr(inventory, "carry_out", local)
     return fake
 
@@ -127,3 +128,12 @@ class TestGathering:
         assert [s.session_id for s in found.sessions] == ["s1"]
         assert fake_cluster.sent == []
         assert found.incomplete == "Redis is unreachable: only the sessions of this process are shown or acted on."
+
+
+async def test_a_process_that_serves_no_sessions_on_the_in_memory_layer_lists_none(monkeypatch) -> None:
+    """Not a member (no session opened yet) and no Redis: nothing to ask, nothing held here; the page says why."""
+    monkeypatch.setattr(inventory.membership, "started", False)
+    found = await inventory.live_sessions()
+    assert (found.sessions, found.not_answering) == ([], [])
+    assert found.incomplete == ("This process serves no Bokeh sessions, and without channels_redis it cannot "
+                                "reach the processes that do (see docs/cluster.md).")
