@@ -3,12 +3,15 @@ Bokeh sessions of the whole cluster (closable, with notices to an app's pages)."
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib import admin
 from django.utils import timezone
 
 from .models import BearerToken, LiveSession
+
+logger = logging.getLogger(__name__)
 
 
 @admin.register(BearerToken)
@@ -190,6 +193,8 @@ class LiveSessionAdmin(admin.ModelAdmin):
             return self._back()
         if action == "close":
             # One question per process for the whole selection, however many sessions it holds.
+            logger.info("Admin user %r closes %d session(s): %s", request.user.get_username(), len(selected),
+                        ", ".join(f"{app}/{sid}" for app, sid, _user in selected))
             outcome = async_to_sync(inventory.close_sessions)([(app, sid) for app, sid, _user in selected], reason)
             app, session_id, _user = selected[0]
             what = f"session {session_id[:12]}\u2026 of app {app!r}" if len(selected) == 1 else f"{len(selected)} selected sessions"
@@ -201,6 +206,7 @@ class LiveSessionAdmin(admin.ModelAdmin):
                 messages.warning(request, f"Skipped {anonymous} anonymous session(s): they have no user; "
                                           "use \u201cClose the selected sessions\u201d for those.")
             if users:
+                logger.info("Admin user %r closes every session of user(s) %s", request.user.get_username(), ", ".join(users))
                 outcome = async_to_sync(inventory.close_users_sessions)(users, reason)
                 self._report(request, outcome, f"every session of user{'' if len(users) == 1 else 's'} {', '.join(users)}")
         else:
@@ -223,7 +229,9 @@ class LiveSessionAdmin(admin.ModelAdmin):
             messages.error(request, f"No notice sent: {app!r} is not a registered app.")
             return self._back()
         try:
-            outcome = async_to_sync(inventory.send_notice)(app, request.POST.get("text"))
+            text = inventory.clean_notice(request.POST.get("text"))
+            logger.info("Admin user %r sends a notice to app %r: %r", request.user.get_username(), app, text)
+            outcome = async_to_sync(inventory.send_notice)(app, text)
         except inventory.InvalidCommand as exc:
             messages.error(request, f"No notice sent. {exc}")
             return self._back()

@@ -9,6 +9,7 @@ an anonymous one stays; a notice reaches the app's sessions in a PATCH-DOC.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 
@@ -128,6 +129,30 @@ class TestActions:
             await still_served(staying)  # the other session was left alone
         finally:
             await close_all([closing, staying])
+
+    async def test_idle_counts_from_the_last_client_change_and_unused_from_the_last_client_leaving(self, live, operator) -> None:
+        token = fresh_token()
+        peer = await connect(live.url, token, app="echo")
+        session_id = get_session_id(token)
+        try:
+            await peer.pull()
+            await asyncio.sleep(2.2)
+            await peer.round_trip("touch")  # a PATCH-DOC from the client: idle starts again
+            client = await asyncio.to_thread(AdminClient, live.url, operator)
+            _, _, page = await asyncio.to_thread(client.get, PAGE)
+            cells = re.findall(r"<td>(.*?)</td>", page.split(f'data-session-id="{session_id}"', 1)[1].split("</tr>", 1)[0])
+            age, idle, connections = (int(cells[-3].split()[0]), int(cells[-2].split()[0]), cells[-1])
+            assert age >= 2 and idle < age, cells
+            assert connections == "1 / 0"
+        finally:
+            await close_all([peer])
+
+        def unused_shown() -> bool:
+            _, _, page = client.get(PAGE)
+            row = page.split(f'data-session-id="{session_id}"', 1)[1].split("</tr>", 1)[0]
+            return re.search(r"<td>0 / 0 \(none for \d+ s\)</td>", row) is not None
+
+        await asyncio.to_thread(_wait_for, unused_shown, 5, "the session shown without connections")
 
     async def test_close_every_session_of_a_user_leaves_them_signed_in(self, live, operator) -> None:
         bob = await asyncio.to_thread(_user, "bob", staff=False)
