@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-__all__ = ("BearerToken",)
+__all__ = ("BearerToken", "LiveSession")
 
 
 class BearerToken(models.Model):
@@ -32,3 +32,20 @@ class BearerToken(models.Model):
     def __str__(self) -> str:
         scope = f"app {self.app!r}" if self.app else "all apps"
         return f"{self.jti} ({self.user}, {scope})"
+
+
+class LiveSession(models.Model):
+    """No table: gives the admin's "Live Bokeh sessions" page its place and its permissions.
+
+    Live sessions are in the processes' memory, not in the database; the page asks the
+    processes (cluster/inventory.py). ``view_livesession`` lets staff see them,
+    ``change_livesession`` close them and send notices.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ("view", "change")
+        verbose_name = "live Bokeh session"
+
+    def __str__(self) -> str:
+        return "live Bokeh session"

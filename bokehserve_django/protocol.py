@@ -61,6 +61,9 @@ class CloseCode(enum.IntEnum):
     #: The upgrade's ``Authorization: Bearer`` token was refused (expired, revoked, for
     #: another app); the reason says which. Only headless clients send one.
     BEARER_TOKEN_REFUSED = 4011
+    #: An administrator closed the session (Django admin, "Live Bokeh sessions"); the reason
+    #: is theirs. The page shows it and does not reload by itself (recover.js).
+    CLOSED_BY_ADMIN = 4012
 
 
 class FrameReceiver:

@@ -173,11 +173,21 @@ class BokehSession(ServerSession):
         super().__init__(session_id, document, io_loop=IOLoop.current(), token=token)
         self.context = context
         self.created_at = time.monotonic()
+        #: When a client last changed the document (PATCH-DOC/PUSH-DOC): the admin's "idle".
+        self.last_client_change = self.created_at
         self._app_modules: list[Any] = []
 
     @property
     def connections(self) -> list[SessionConnection]:
         return list(self._subscribed_connections)
+
+    async def _handle_patch(self, message: Any, connection: Any) -> Any:
+        self.last_client_change = time.monotonic()
+        return await super()._handle_patch(message, connection)
+
+    async def _handle_push(self, message: Any, connection: Any) -> Any:
+        self.last_client_change = time.monotonic()
+        return await super()._handle_push(message, connection)
 
     def destroy(self) -> None:
         """Destroy the document without bokeh's per-document ``gc.collect()`` and referrer scan.

@@ -1,3 +1,7 @@
+from django.contrib import admin
 from django.urls import include, path
 
-urlpatterns = [path("", include("bokehserve_django.urls"))]
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("bokehserve_django.urls")),
+]

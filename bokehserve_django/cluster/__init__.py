@@ -8,7 +8,8 @@ here, never from the modules inside:
 - ``locate`` and ``Placement``/``Where``: where a session id is served (``placement``);
 - ``EdgeRelay`` and ``request_page``: the edge end of a relayed WebSocket or page (``relay``);
 - ``membership``: this process's channel, Redis liveness and records (``membership``);
-- ``broadcast``: events from Django code to live sessions in every process.
+- ``broadcast``: events from Django code to live sessions in every process;
+- ``inventory``: every process's live sessions, and an operator's commands to them (the admin).
 
 Nothing in this package imports consumers, views or auth; apps.py plugs those in with
 ``configure``.
@@ -16,6 +17,7 @@ Nothing in this package imports consumers, views or auth; apps.py plugs those in
 
 from __future__ import annotations
 
+from . import inventory
 from .lifecycle import (
     LifecycleMiddleware,
     configure,
@@ -39,6 +41,7 @@ __all__ = (
     "cut_drain_short",
     "ensure_started",
     "install_shutdown_trigger",
+    "inventory",
     "is_page_token",
     "locate",
     "membership",

@@ -103,7 +103,7 @@ async def ensure_started() -> None:
 
 
 async def _start() -> None:
-    from . import broadcast
+    from . import broadcast, inventory
     from .relay import owner_relays
 
     runtime.ensure_started()
@@ -113,6 +113,7 @@ async def _start() -> None:
         owner_relays.render_page = import_string(_configuration["render_page"])
     owner_relays.install()
     broadcast.install()
+    inventory.install()
     for hook in _configuration["start_hooks"]:
         import_string(hook)()
     if _release_record not in runtime.destroy_listeners:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -323,6 +324,14 @@ class OwnerRelays:
     @property
     def count(self) -> int:
         return len(self._clients)
+
+    def relayed_per_session(self) -> Counter[tuple[str, str]]:
+        """(app name, session id) -> clients relayed to it from other processes, attached now."""
+        return Counter(
+            (owned.app_name, owned.client.session.id)
+            for owned in self._clients.values()
+            if owned.client is not None and owned.client.session is not None
+        )
 
     async def end_edges(self, code: int, reason: str) -> int:
         """Close every client this process relays to another owner; how many."""

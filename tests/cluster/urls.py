@@ -1,7 +1,8 @@
-"""URLs of the cluster tests: the Bokeh apps, and a Django view that broadcasts to them."""
+"""URLs of the cluster tests: the Bokeh apps, a Django view that broadcasts to them, the admin."""
 
 import os
 
+from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
@@ -28,5 +29,6 @@ def whoami(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("cluster-test/whoami", whoami),
     path("cluster-test/broadcast", broadcast_view),
+    path("admin/", admin.site.urls),
     path("", include("bokehserve_django.urls")),
 ]

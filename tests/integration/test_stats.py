@@ -32,3 +32,4 @@ class TestStatsPage:
         assert data["processes"][0]["apps"]["echo"]["created"] == 1
         page = await client.get("/bokehserve-stats/")
         assert b"<td>echo</td><td>1</td>" in page.content
+        assert b'<a href="/admin/bokehserve_django/livesession/">Live Bokeh sessions</a>' in page.content

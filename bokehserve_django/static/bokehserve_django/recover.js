@@ -9,6 +9,11 @@
  * BokehJS retries that itself, and this script reloads only when its retries are nearly
  * used up. See docs/page-recovery.md.
  *
+ * It also shows what an administrator sends from the Django admin (docs/operations.md, "Live
+ * sessions"): a session closed with code 4012 (CLOSED_BY_ADMIN) shows the administrator's
+ * reason and is not reloaded by itself; a notice (a "bokehserve_notice" document message)
+ * appears in a banner at the top of the page that its user can dismiss.
+ *
  * This file must run before BokehJS opens its WebSocket: bokehserve_django's resources put
  * it ahead of BokehJS in pages and in autoload.js. It has no dependencies and declares no
  * globals besides one Symbol-keyed marker on window.
@@ -29,6 +34,10 @@
 
   var SESSION_GONE = 4010;
   var CLUSTER_UNAVAILABLE = 4009;
+  var CLOSED_BY_ADMIN = 4012;
+  // The document message type of an administrator's notice (cluster/inventory.py NOTICE_MESSAGE).
+  var NOTICE_MESSAGE = "bokehserve_notice";
+  var BANNER_ID = "bokehserve-admin-notice";
   // BokehJS retries at most 5 times (at once, then after 2, 4, 8, 16 s). Reloading on the
   // 4th consecutive 4009 leaves one retry in reserve, in case the cluster is back by then,
   // while the page is still reloaded before BokehJS gives up for good.
@@ -48,7 +57,12 @@
     // Consecutive 4009 closes, per connection (URL and offered subprotocols, which carry the
     // token): BokehJS retries each embed's connection separately.
     unavailable: Object.create(null),
+    // Connections an administrator closed: BokehJS's reconnects then meet 4010, which must
+    // not reload the page (that would open the session the administrator just closed).
+    closedByAdmin: Object.create(null),
     reloadTimer: null,
+    // BokehJS documents whose notices are shown already.
+    watched: typeof WeakSet === "function" ? new WeakSet() : null,
   };
   root[MARKER] = state;
 
@@ -170,8 +184,70 @@
     }
   }
 
+  function showBanner(text) {
+    var doc = root.document;
+    if (!doc || typeof text !== "string" || text === "") {
+      return;
+    }
+    var banner = doc.getElementById(BANNER_ID);
+    if (banner === null) {
+      banner = doc.createElement("div");
+      banner.id = BANNER_ID;
+      banner.setAttribute("role", "alert");
+      banner.style.cssText = [
+        "position:fixed", "left:0", "right:0", "top:0", "z-index:2147483647", "display:flex",
+        "align-items:center", "gap:12px", "padding:8px 14px", "background:#fff3cd", "color:#222",
+        "border-bottom:1px solid #e0c36c", "font:14px/1.4 sans-serif", "box-shadow:0 2px 6px rgba(0,0,0,0.2)",
+      ].join(";");
+      var message = doc.createElement("span");
+      message.className = "bokehserve-admin-notice-text";
+      message.style.flex = "1";
+      var dismiss = doc.createElement("button");
+      dismiss.type = "button";
+      dismiss.className = "bokehserve-admin-notice-dismiss";
+      dismiss.setAttribute("aria-label", "Dismiss this notice");
+      dismiss.textContent = "\u00d7";
+      dismiss.style.cssText = "border:0;background:none;font-size:18px;line-height:1;cursor:pointer;color:inherit";
+      dismiss.addEventListener("click", function () {
+        banner.style.display = "none";
+      });
+      banner.appendChild(message);
+      banner.appendChild(dismiss);
+      (doc.body || doc.documentElement).appendChild(banner);
+    }
+    // textContent, never innerHTML: the text is the administrator's, shown as typed.
+    banner.firstChild.textContent = text;
+    banner.style.display = "flex";
+  }
+
+  // BokehJS lists its documents in Bokeh.documents once they exist (after the first pull).
+  // Looking on every message of a Bokeh socket finds a new document before the server's next
+  // message reaches it: this listener runs before BokehJS's own (it was added first).
+  function watchDocuments() {
+    var bokeh = root.Bokeh;
+    var documents = bokeh && bokeh.documents;
+    if (!documents || typeof documents.length !== "number" || state.watched === null) {
+      return;
+    }
+    for (var i = 0; i < documents.length; i++) {
+      var doc = documents[i];
+      if (doc && typeof doc.on_message === "function" && !state.watched.has(doc)) {
+        state.watched.add(doc);
+        doc.on_message(NOTICE_MESSAGE, function (data) {
+          showBanner(data && data.text);
+        });
+      }
+    }
+  }
+
   function onClose(key, event) {
-    if (event.code === SESSION_GONE) {
+    if (event.code === CLOSED_BY_ADMIN) {
+      state.closedByAdmin[key] = true;
+      var reason = event.reason || "An administrator closed this session";
+      showNotice(reason.replace(/[.\s]*$/, "") + ". Reload the page to start a new session.");
+    } else if (state.closedByAdmin[key]) {
+      // BokehJS's reconnects after the close: the notice above stays, nothing reloads.
+    } else if (event.code === SESSION_GONE) {
       scheduleReload("This session has ended; reloading\u2026");
     } else if (event.code === CLUSTER_UNAVAILABLE) {
       var count = (state.unavailable[key] || 0) + 1;
@@ -191,6 +267,7 @@
         working = true;
         markWorking(key);
       }
+      watchDocuments();
     });
     socket.addEventListener("close", function (event) {
       onClose(key, event);
