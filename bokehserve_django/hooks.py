@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -27,7 +29,9 @@ from bokeh.application.handlers.request_handler import RequestHandler, _return_e
 
 from .threads import AppCodePool, AppCodeTimeout, default_pool_size, make_run_state_per_thread
 
-__all__ = ("AppCodeTimeout", "install", "pool", "run")
+__all__ = ("AppCodeTimeout", "install", "pool", "run", "wait_from_worker")
+
+logger = logging.getLogger(__name__)
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AppCodePool] = weakref.WeakKeyDictionary()
 #: Panel apps' code runs one at a time: Panel keeps per-run state of its own (state._launching,
@@ -169,13 +173,20 @@ def _sync_hook(handler: Any, attribute: str, what: str) -> Callable[[Any], Any]:
             return {}
         result = func(argument)
         if inspect.isawaitable(result):
-            result = _await_from_worker(result, what)
+            result = wait_from_worker(result, what)
         return result
 
     return sync_hook
 
 
-def _await_from_worker(awaitable: Any, what: str) -> Any:
+def wait_from_worker(awaitable: Any, what: str) -> Any:
+    """Wait for ``awaitable`` (an async hook's) from sync code, running it on the server's loop.
+
+    In a worker thread of the pool, the thread waits while the loop runs it. Called on the
+    loop itself (Panel apps' document callbacks run there), it cannot be waited for: it is
+    scheduled as a task, its failure logged, and None returned.
+    """
+
     async def wait() -> Any:
         return await awaitable
 
@@ -183,12 +194,13 @@ def _await_from_worker(awaitable: Any, what: str) -> Any:
     if loop is not None:
         return asyncio.run_coroutine_threadsafe(wait(), loop).result()
     try:
-        asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(wait())  # a plain thread (a script, a test): its own loop will do
-    if inspect.iscoroutine(awaitable):
-        awaitable.close()
-    raise RuntimeError(
-        f"The async {what} hook was called on the event loop, where it cannot be waited for; "
-        "bokehserve_django runs hooks through bokehserve_django.hooks.run()."
-    )
+    running.create_task(wait()).add_done_callback(functools.partial(_log_failure, what))
+    return None
+
+
+def _log_failure(what: str, task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Error in %s", what, exc_info=task.exception())

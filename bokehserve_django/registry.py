@@ -176,7 +176,9 @@ def _run_document_destroyed_callbacks(session_context: Any) -> None:
     callbacks, document.session_destroyed_callbacks = document.session_destroyed_callbacks, set()
     for callback in callbacks:
         try:
-            callback(session_context)
+            result = callback(session_context)
+            if inspect.isawaitable(result):  # an async def callback: awaited on the server's loop
+                hooks.wait_from_worker(result, f"Document.on_session_destroyed callback {callback!r}")
         except Exception:
             logger.error("Document.on_session_destroyed callback %r failed", callback, exc_info=True)
 

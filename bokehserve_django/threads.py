@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import sys
 import threading
 import types
@@ -24,6 +25,7 @@ from typing import Any
 __all__ = (
     "AppCodePool",
     "AppCodeTimeout",
+    "DaemonThreadPool",
     "RunFailure",
     "callback_executor",
     "default_pool_size",
@@ -58,6 +60,45 @@ def default_pool_size() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
+class DaemonThreadPool:
+    """Up to ``size`` daemon threads running submitted calls; ``submit`` returns a Future.
+
+    ThreadPoolExecutor's threads are joined when the interpreter exits, so one hung run of
+    app code would keep a stopping server alive until the stop watchdog kills it. Daemon
+    threads do not hold the process: a stop ends with the hung run abandoned.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size = size
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, func, args))
+        if not self._idle.acquire(timeout=0):
+            with self._lock:
+                if len(self._threads) < self._size:
+                    thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, func, args = self._queue.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(func(*args))
+                except BaseException as exc:  # handed to the caller, as ThreadPoolExecutor does
+                    future.set_exception(exc)
+            del future, func, args
+            self._idle.release()
+
+
 class AppCodeTimeout(TimeoutError):
     """Raised when a run of an app's code or hook did not finish within the pool's time limit.
 
@@ -85,13 +126,13 @@ class AppCodePool:
     Admission is per event loop: make one pool per loop.
     """
 
-    def __init__(self, size: int, per_app: int, timeout: float, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(self, size: int, per_app: int, timeout: float, threads: DaemonThreadPool | None = None) -> None:
         if size < 1 or per_app < 1:
             raise ValueError(f"a pool needs at least one thread, and one per app (got {size}, {per_app})")
         self.size = size
         self.per_app = min(per_app, size)
         self.timeout = timeout
-        self._executor = executor or ThreadPoolExecutor(max_workers=size, thread_name_prefix="bokeh-app")
+        self._threads = threads or DaemonThreadPool(size, "bokeh-app")
         self._slots: dict[str, asyncio.Semaphore] = {}
         #: Runs admitted per app and not yet ended (timed-out ones included).
         self._busy: dict[str, int] = {}
@@ -118,7 +159,7 @@ class AppCodePool:
         except TimeoutError:
             raise AppCodeTimeout(app_name, what, self.timeout, running=False) from None
         self._busy[app_name] = self._busy.get(app_name, 0) + 1
-        job = self._executor.submit(func, *args)
+        job = self._threads.submit(func, *args)
 
         def release(_: Future[Any]) -> None:
             self._busy[app_name] -= 1
