@@ -26,6 +26,7 @@ from typing import Any
 from bokeh.application.handlers.directory import DirectoryHandler
 from bokeh.application.handlers.lifecycle import LifecycleHandler, _do_nothing
 from bokeh.application.handlers.request_handler import RequestHandler, _return_empty
+from bokeh.application.handlers.server_lifecycle import ServerLifecycleHandler
 
 from .threads import AppCodePool, AppCodeTimeout, default_pool_size, make_run_state_per_thread
 
@@ -111,7 +112,8 @@ def install(application: Any, app_name: str, serial: bool = False) -> None:
         _serial_apps.discard(app_name)
     for handler in application.handlers:
         for part in _hook_holders(handler):
-            if isinstance(part, LifecycleHandler) and not (serial and _is_document_lifecycle(part)):
+            # A Panel app's other lifecycle handlers are Panel's (or carry its cleanup).
+            if isinstance(part, ServerLifecycleHandler if serial else LifecycleHandler):
                 _adapt_lifecycle(part, app_name)
             if isinstance(part, RequestHandler):
                 part.process_request = _sync_hook(part, "_process_request", "process_request")  # type: ignore[method-assign]
@@ -122,12 +124,6 @@ def _hook_holders(handler: Any) -> list[Any]:
     if isinstance(handler, DirectoryHandler):
         return [handler._lifecycle_handler, handler._request_handler]
     return [handler]
-
-
-def _is_document_lifecycle(handler: Any) -> bool:
-    from bokeh.application.handlers.document_lifecycle import DocumentLifecycleHandler
-
-    return isinstance(handler, DocumentLifecycleHandler) or type(handler).__name__ == "DocumentLifecycle"
 
 
 def _adapt_lifecycle(handler: LifecycleHandler, app_name: str) -> None:

@@ -363,6 +363,8 @@ class _SharedSysPath:
 
     def __init__(self) -> None:
         self._users: dict[str, int] = {}
+        #: Directories this put on sys.path (one already first there is left alone).
+        self._inserted: set[str] = set()
         self._cwd_users = 0
         self._cwd = ""
 
@@ -373,6 +375,7 @@ class _SharedSysPath:
                 sys.argv = _ArgvPerThread(sys.argv)
             if self._users.get(directory, 0) == 0 and (not sys.path or sys.path[0] != directory):
                 sys.path.insert(0, directory)
+                self._inserted.add(directory)
             self._users[directory] = self._users.get(directory, 0) + 1
             if self._cwd_users == 0:
                 self._cwd = os.getcwd()
@@ -384,8 +387,10 @@ class _SharedSysPath:
                 self._users[directory] -= 1
                 if self._users[directory] == 0:
                     del self._users[directory]
-                    with contextlib.suppress(ValueError):
-                        sys.path.remove(directory)
+                    if directory in self._inserted:
+                        self._inserted.discard(directory)
+                        with contextlib.suppress(ValueError):
+                            sys.path.remove(directory)
                 self._cwd_users -= 1
                 if self._cwd_users == 0:
                     # As bokeh does after a run: a script that changed directory changes it back.
