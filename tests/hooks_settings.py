@@ -1,7 +1,8 @@
 """Settings for the hook and app-code-pool tests: tests/settings.py with their apps and a database of their own.
 
 ``BOKEHSERVE_TEST_DB`` names the SQLite file (each test migrates its own); ``BOKEHSERVE_TEST_APP_CODE``
-("threads,per_app,timeout") sizes the app-code pool, so one settings module serves every test.
+("threads,per_app,timeout") sizes the app-code pool and ``BOKEHSERVE_TEST_SESSION_LIFETIME`` (ms)
+sets UNUSED_SESSION_LIFETIME, so one settings module serves every test.
 """
 
 import os
@@ -33,4 +34,6 @@ BOKEHSERVE = {
     "APP_CODE_THREADS": int(_threads),
     "APP_CODE_THREADS_PER_APP": int(_per_app),
     "APP_CODE_TIMEOUT": float(_timeout),
+    "UNUSED_SESSION_LIFETIME": int(os.environ.get("BOKEHSERVE_TEST_SESSION_LIFETIME", "15000")),
+    "CHECK_UNUSED_SESSIONS": min(17_000, int(os.environ.get("BOKEHSERVE_TEST_SESSION_LIFETIME", "15000")) // 2),
 }

@@ -1,8 +1,8 @@
 """App code cannot stall the server (a real runbokeh process): a per-app share of the pool, and a time limit.
 
-- While 20 sessions of a slow app are pending, sessions of another app open as fast as they
-  did before (p99 added at most 100 ms, the issue's figure), and the slow app holds only its
-  share of the threads (APP_CODE_THREADS_PER_APP).
+- While 20 sessions of a slow app (20 s of app code) are pending, sessions of another app open
+  as fast as on a twin server without them (p99 added at most 100 ms, the issue's figure), and
+  the slow app holds only its share of the threads (APP_CODE_THREADS_PER_APP).
 - An app whose code hangs is refused after APP_CODE_TIMEOUT with a clear page (503, Retry-After)
   and one log line; its WebSocket closes with a code and the same reason; when the hung code
   finally returns, its document is freed.
@@ -28,7 +28,7 @@ from tests.integration.test_hooks_orm import SETTINGS, TOKEN_RE, migrate
 from tests.live import LiveServer
 
 SLOW_SESSIONS = 20
-SAMPLES = 40
+SAMPLES = 60
 #: The issue's bound on what pending slow sessions may add to another app's session opening.
 ADDED_P99_LIMIT = 0.100
 
@@ -84,35 +84,52 @@ def wait_for_lines(path, count: int, timeout: float) -> int:
 
 
 def test_pending_sessions_of_a_slow_app_do_not_delay_another_app(tmp_path) -> None:
+    """The baseline is a twin server without the slow sessions, measured in turn with the loaded one.
+
+    This machine is shared: a burst of someone else's work during one phase only would show
+    as added latency. Opening a session on each server in turn exposes both to the same bursts.
+    Even so, with the 2 cores at a load of 4-5 (other test runs), the p99 of 60 samples of
+    either server moves by a few hundred ms from run to run; the medians stay within a few ms.
+    """
     slow_log = tmp_path / "slow.log"
     env = {
         **migrate(tmp_path / "db.sqlite3"),
         "BOKEHSERVE_TEST_APP_CODE": "6,3,60",  # 6 threads, 3 per app, 60 s limit
-        "BOKEHSERVE_TEST_SLOW_SECONDS": "15",  # outlasts the measurement below by far
+        "BOKEHSERVE_TEST_SLOW_SECONDS": "20",  # the issue's slow app; outlasts the measurement by far
         "BOKEHSERVE_TEST_SLOW_LOG": str(slow_log),
+        # The measured sessions end soon after their WebSocket closes, so that the number of
+        # live sessions (each makes Python's gc slower) stays low and alike on both servers.
+        "BOKEHSERVE_TEST_SESSION_LIFETIME": "1000",
     }
-    server = LiveServer(settings=SETTINGS, env=env)
+    loaded_server = LiveServer(settings=SETTINGS, env=env)
+    twin = LiveServer(settings=SETTINGS, env=env)
+    threads: list[threading.Thread] = []
     try:
-        asyncio.run(open_times(server, "echo", 5))  # warm-up: imports, first sessions
-        baseline = asyncio.run(open_times(server, "echo", SAMPLES))
-        threads, outcomes = start_slow_pages(server, SLOW_SESSIONS)
+        for server in (loaded_server, twin):
+            asyncio.run(open_times(server, "echo", 15))  # warm-up: imports, caches, first sessions
+        alone = asyncio.run(open_times(loaded_server, "echo", SAMPLES))
+        threads, outcomes = start_slow_pages(loaded_server, SLOW_SESSIONS)
         # The slow app's share of threads is taken; its other 17 sessions wait for one.
-        assert wait_for_lines(slow_log, 3, timeout=10) == 3, server.log[-3000:]
+        assert wait_for_lines(slow_log, 3, timeout=10) == 3, loaded_server.log[-3000:]
         started = time.monotonic()
-        loaded = asyncio.run(open_times(server, "echo", SAMPLES))
+        baseline, loaded = [], []
+        for _ in range(SAMPLES):
+            baseline.append(asyncio.run(open_session(twin, "echo")))
+            loaded.append(asyncio.run(open_session(loaded_server, "echo")))
         measured_for = time.monotonic() - started
         # All 20 were still pending throughout, and the slow app never held more than its share.
         assert outcomes == [], outcomes
         assert len(slow_log.read_text().splitlines()) == 3
         added = p99(loaded) - p99(baseline)
-        print(f"echo session open, p99: {p99(baseline) * 1000:.1f} ms alone, {p99(loaded) * 1000:.1f} ms with "
-              f"{SLOW_SESSIONS} slow sessions pending (added {added * 1000:.1f} ms; median "
-              f"{statistics.median(baseline) * 1000:.1f} -> {statistics.median(loaded) * 1000:.1f} ms; "
-              f"measured over {measured_for:.1f} s)")
+        print(f"echo session open, p99 (median): {p99(baseline) * 1000:.1f} ({statistics.median(baseline) * 1000:.1f}) ms "
+              f"on the twin, {p99(loaded) * 1000:.1f} ({statistics.median(loaded) * 1000:.1f}) ms with {SLOW_SESSIONS} "
+              f"slow sessions pending: added {added * 1000:.1f} ms at p99; same server before the load "
+              f"{p99(alone) * 1000:.1f} ({statistics.median(alone) * 1000:.1f}) ms; measured over {measured_for:.1f} s")
         assert added <= ADDED_P99_LIMIT, (baseline, loaded)
     finally:
-        server.process.kill()  # the pending slow sessions are of no further interest
-        server.stop()
+        loaded_server.process.kill()  # the pending slow sessions are of no further interest
+        loaded_server.stop()
+        twin.stop()
     for thread in threads:
         thread.join(10)
 
