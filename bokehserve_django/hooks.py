@@ -115,7 +115,7 @@ def install(application: Any, app_name: str, serial: bool = False) -> None:
             # A Panel app's other lifecycle handlers are Panel's (or carry its cleanup).
             if isinstance(part, ServerLifecycleHandler if serial else LifecycleHandler):
                 _adapt_lifecycle(part, app_name)
-            if isinstance(part, RequestHandler):
+            if isinstance(part, RequestHandler) and _inherited(part, RequestHandler, "process_request"):
                 part.process_request = _sync_hook(part, "_process_request", "process_request")  # type: ignore[method-assign]
 
 
@@ -127,13 +127,23 @@ def _hook_holders(handler: Any) -> list[Any]:
 
 
 def _adapt_lifecycle(handler: LifecycleHandler, app_name: str) -> None:
+    """Adapters for the hooks the handler keeps as plain functions (``_on_*``).
+
+    A subclass that overrides a hook method keeps its own: it decides where it runs.
+    """
     if getattr(handler, "_bokehserve_adapted", False):
         return
-    handler.on_server_loaded = _sync_hook(handler, "_on_server_loaded", "on_server_loaded")  # type: ignore[method-assign]
-    handler.on_server_unloaded = _sync_hook(handler, "_on_server_unloaded", "on_server_unloaded")  # type: ignore[method-assign]
-    handler.on_session_created = _session_hook(handler, "_on_session_created", app_name)  # type: ignore[method-assign]
-    handler.on_session_destroyed = _session_hook(handler, "_on_session_destroyed", app_name)  # type: ignore[method-assign]
+    for name in ("on_server_loaded", "on_server_unloaded"):
+        if _inherited(handler, LifecycleHandler, name):
+            setattr(handler, name, _sync_hook(handler, f"_{name}", name))
+    for name in ("on_session_created", "on_session_destroyed"):
+        if _inherited(handler, LifecycleHandler, name):
+            setattr(handler, name, _session_hook(handler, f"_{name}", app_name))
     handler._bokehserve_adapted = True  # type: ignore[attr-defined]
+
+
+def _inherited(handler: Any, base: type, name: str) -> bool:
+    return getattr(type(handler), name) is getattr(base, name)
 
 
 def _session_hook(handler: Any, attribute: str, app_name: str) -> Callable[[Any], Any]:
