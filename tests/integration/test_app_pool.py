@@ -1,6 +1,6 @@
 """App code cannot stall the server (a real runbokeh process): a per-app share of the pool, and a time limit.
 
-- While 20 sessions of a slow app (20 s of app code) are pending, sessions of another app open
+- While 20 sessions of a slow app (30 s of app code; the issue says 20) are pending, sessions of another app open
   as fast as on a twin server without them (p99 added at most 100 ms, the issue's figure), and
   the slow app holds only its share of the threads (APP_CODE_THREADS_PER_APP).
 - An app whose code hangs is refused after APP_CODE_TIMEOUT with a clear page (503, Retry-After)
@@ -28,7 +28,7 @@ from tests.integration.test_hooks_orm import SETTINGS, TOKEN_RE, migrate
 from tests.live import LiveServer
 
 SLOW_SESSIONS = 20
-SAMPLES = 60
+SAMPLES = 100
 #: The issue's bound on what pending slow sessions may add to another app's session opening.
 ADDED_P99_LIMIT = 0.100
 
@@ -90,12 +90,14 @@ def test_pending_sessions_of_a_slow_app_do_not_delay_another_app(tmp_path) -> No
     as added latency. Opening a session on each server in turn exposes both to the same bursts.
     Even so, with the 2 cores at a load of 4-5 (other test runs), the p99 of 60 samples of
     either server moves by a few hundred ms from run to run; the medians stay within a few ms.
+    100 pairs keep the p99 from resting on one or two unlucky samples.
     """
     slow_log = tmp_path / "slow.log"
     env = {
         **migrate(tmp_path / "db.sqlite3"),
         "BOKEHSERVE_TEST_APP_CODE": "6,3,60",  # 6 threads, 3 per app, 60 s limit
-        "BOKEHSERVE_TEST_SLOW_SECONDS": "20",  # the issue's slow app; outlasts the measurement by far
+        # The issue's slow app takes 20 s; 30 s outlasts the measurement (~15 s) with room to spare.
+        "BOKEHSERVE_TEST_SLOW_SECONDS": "30",
         "BOKEHSERVE_TEST_SLOW_LOG": str(slow_log),
         # The measured sessions end soon after their WebSocket closes, so that the number of
         # live sessions (each makes Python's gc slower) stays low and alike on both servers.
@@ -107,7 +109,7 @@ def test_pending_sessions_of_a_slow_app_do_not_delay_another_app(tmp_path) -> No
     try:
         for server in (loaded_server, twin):
             asyncio.run(open_times(server, "echo", 15))  # warm-up: imports, caches, first sessions
-        alone = asyncio.run(open_times(loaded_server, "echo", SAMPLES))
+        alone = asyncio.run(open_times(loaded_server, "echo", 40))  # for the record only
         threads, outcomes = start_slow_pages(loaded_server, SLOW_SESSIONS)
         # The slow app's share of threads is taken; its other 17 sessions wait for one.
         assert wait_for_lines(slow_log, 3, timeout=10) == 3, loaded_server.log[-3000:]
@@ -125,7 +127,9 @@ def test_pending_sessions_of_a_slow_app_do_not_delay_another_app(tmp_path) -> No
               f"on the twin, {p99(loaded) * 1000:.1f} ({statistics.median(loaded) * 1000:.1f}) ms with {SLOW_SESSIONS} "
               f"slow sessions pending: added {added * 1000:.1f} ms at p99; same server before the load "
               f"{p99(alone) * 1000:.1f} ({statistics.median(alone) * 1000:.1f}) ms; measured over {measured_for:.1f} s")
-        assert added <= ADDED_P99_LIMIT, (baseline, loaded)
+        slowest = {name: [round(x * 1000) for x in sorted(samples)[-5:]] for name, samples in
+                   (("twin", baseline), ("loaded", loaded))}
+        assert added <= ADDED_P99_LIMIT, f"the five slowest opens (ms): {slowest}"
     finally:
         loaded_server.process.kill()  # the pending slow sessions are of no further interest
         loaded_server.stop()
