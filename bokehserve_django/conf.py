@@ -90,6 +90,15 @@ DEFAULTS: dict[str, Any] = {
     # Live sessions this process holds at once (0: no cap). Past it, pages answer 503 with
     # Retry-After, so a balancer tries another process. Sessions being created count too.
     "MAX_SESSIONS": 0,
+    # App code (building a session's document) and sync hooks run in a pool of threads,
+    # where the ORM works. APP_CODE_THREADS: its size (None: CPUs + 4, at most 32).
+    # APP_CODE_THREADS_PER_APP: how many of them one app may hold at once (None: half the
+    # pool), so a slow app cannot starve the others. APP_CODE_TIMEOUT: seconds a session's
+    # app code (waiting for a thread included) may take before the session is refused with
+    # a 503 page (0: no limit); the thread itself cannot be stopped and runs on.
+    "APP_CODE_THREADS": None,
+    "APP_CODE_THREADS_PER_APP": None,
+    "APP_CODE_TIMEOUT": 60,
     # Index page at the prefix root: disable it, disable the redirect to a single
     # app, or render a custom Jinja template (path to a file) instead of ours.
     "DISABLE_INDEX": False,
@@ -342,6 +351,18 @@ def _validate_index_titles(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _validate_thread_count(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError("a positive number of threads (or None to size it to the machine)")
+    return value
+
+
+def _validate_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("a non-negative number of seconds (0 for no limit)")
+    return value
+
+
 def _validate_probe_path(value: Any) -> str | None:
     if value is None:
         return None
@@ -372,6 +393,9 @@ _KEY_VALIDATORS = {
     "READINESS_PATH": _validate_probe_path,
     "METRICS_PATH": _validate_probe_path,
     "METRICS_BEARER_TOKEN": _validate_metrics_token,
+    "APP_CODE_THREADS": _validate_thread_count,
+    "APP_CODE_THREADS_PER_APP": _validate_thread_count,
+    "APP_CODE_TIMEOUT": _validate_timeout,
 }
 
 bokeh_settings = BokehServeSettings()

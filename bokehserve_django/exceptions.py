@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 __all__ = (
     "AppLoadError",
     "AppNotRegistered",
+    "AppTimedOut",
     "BearerTokenRefused",
     "ClusterUnavailable",
     "InvalidAppSpec",
@@ -106,6 +107,10 @@ class ClusterUnavailable(SessionsUnavailable):
 
 class ProcessFull(SessionsUnavailable):
     """Raised when this process already holds BOKEHSERVE["MAX_SESSIONS"] sessions (being created included)."""
+
+
+class AppTimedOut(SessionsUnavailable):
+    """Raised when an app's code (or a hook on the way to its session) ran past BOKEHSERVE["APP_CODE_TIMEOUT"]."""
 
 
 class NotAccepting(SessionsUnavailable):

@@ -24,11 +24,12 @@ from bokeh.application.handlers.function import FunctionHandler
 from bokeh.application.handlers.lifecycle import LifecycleHandler
 from bokeh.application.handlers.notebook import NotebookHandler
 from bokeh.application.handlers.script import ScriptHandler
+from bokeh.application.handlers.server_request_handler import ServerRequestHandler
 from bokeh.document import Document
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from . import panel
+from . import hooks, panel
 from .access import PUBLIC, AccessPolicy, parse_policy
 from .conf import bokeh_settings
 from .exceptions import AppLoadError, AppNotRegistered, InvalidAppSpec, PanelNotInstalled
@@ -152,6 +153,7 @@ def _load_all(specs: Mapping[str, Any]) -> dict[str, RegisteredApp]:
                 logger.error("Bokeh application %r failed to load:\n%s", name, details)
             else:
                 _add_document_lifecycle(application)
+                hooks.install(application, name, serial=panel.is_panel_application(application))
                 entry.application = application
         apps[name] = entry
     return apps
@@ -174,7 +176,9 @@ def _run_document_destroyed_callbacks(session_context: Any) -> None:
     callbacks, document.session_destroyed_callbacks = document.session_destroyed_callbacks, set()
     for callback in callbacks:
         try:
-            callback(session_context)
+            result = callback(session_context)
+            if inspect.isawaitable(result):  # an async def callback: awaited on the server's loop
+                hooks.wait_from_worker(result, f"Document.on_session_destroyed callback {callback!r}")
         except Exception:
             logger.error("Document.on_session_destroyed callback %r failed", callback, exc_info=True)
 
@@ -245,7 +249,7 @@ def _application_for_path(path: str, argv: list[str]) -> Application:
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "main.py")) and not os.path.exists(os.path.join(path, "main.ipynb")):
             raise InvalidAppSpec(f"Directory app {path!r} has no main.py (or main.ipynb).")
-        return Application(DirectoryHandler(filename=path, argv=argv))
+        return Application(DirectoryAppHandler(filename=path, argv=argv))
     if not os.path.isfile(path):
         raise InvalidAppSpec(f"Bokeh app path {path!r} does not exist.")
     if path.endswith(".ipynb"):
@@ -261,6 +265,54 @@ def _application_for_path(path: str, argv: list[str]) -> Application:
     raise InvalidAppSpec(
         f"Bokeh app {path!r} is neither a .py script, a .ipynb notebook, a Panel .md file nor a directory."
     )
+
+
+class DirectoryAppHandler(DirectoryHandler):
+    """bokeh's DirectoryHandler, also reading ``process_request`` from ``request_handler.py``.
+
+    The user guide puts ``process_request`` in ``request_handler.py``; bokeh serve 3.9 reads
+    it from ``app_hooks.py`` only. Either file may hold it. Both holding it is a start-up
+    error (InvalidAppSpec, which ``manage.py check`` reports as E003 and which stops
+    ``runbokeh``): which of the two should win would be a guess.
+    """
+
+    def __init__(self, *, filename: str, argv: list[str] | None = None) -> None:
+        argv = list(argv or [])
+        super().__init__(filename=filename, argv=argv)
+        self._request_file_handler: ServerRequestHandler | None = None
+        request_file = os.path.join(filename, "request_handler.py")
+        if not os.path.exists(request_file):
+            return
+        handler = ServerRequestHandler(filename=request_file, argv=argv, package=self._package)
+        self._request_file_handler = handler
+        if handler.failed:
+            return  # reported through failed/error below
+        from bokeh.application.handlers.request_handler import _return_empty
+
+        in_app_hooks = getattr(self._request_handler, "_process_request", _return_empty) is not _return_empty
+        in_request_file = handler._process_request is not _return_empty
+        if in_app_hooks and in_request_file:
+            raise InvalidAppSpec(
+                f"Directory app {filename!r} defines process_request in both app_hooks.py and request_handler.py; "
+                "keep one of them (the user guide's place is request_handler.py)."
+            )
+        if in_request_file:
+            self._request_handler = handler
+
+    @property
+    def failed(self) -> bool:
+        request_file = self._request_file_handler
+        return super().failed or (request_file is not None and request_file.failed)
+
+    @property
+    def error(self) -> str | None:
+        request_file = self._request_file_handler
+        return super().error or (request_file.error if request_file is not None else None)
+
+    @property
+    def error_detail(self) -> str | None:
+        request_file = self._request_file_handler
+        return super().error_detail or (request_file.error_detail if request_file is not None else None)
 
 
 def _sync_document_function(func: Callable[..., Any]) -> Callable[[Document], None]:

@@ -2,7 +2,8 @@
 
 Builds on bokeh's ``ServerSession`` for the document lock, callbacks and patch dispatch, and
 owns everything around it. Knows no Django request and no channel layer: callers hand in a
-``SessionRequest`` and a ``Transport``. Everything here runs on the server's event loop.
+``SessionRequest`` and a ``Transport``. Everything here runs on the server's event loop;
+app code and sync hooks run in the app-code pool (hooks.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,12 +30,14 @@ from bokeh.protocol import Protocol
 from bokeh.server.session import ServerSession
 from tornado.ioloop import IOLoop
 
-from . import metrics
-from .exceptions import AppLoadError, NotAccepting, ProcessFull, SessionNotFound, SessionRefused
+from . import hooks, metrics
+from .exceptions import AppLoadError, AppTimedOut, NotAccepting, ProcessFull, SessionNotFound, SessionRefused
 from .protocol import CloseCode, error_message
-from .threads import app_code_executor
+from .threads import AppCodeTimeout, RunFailure, late_result, run_failure, start_run
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from bokeh.application import Application
     from bokeh.document.events import DocumentPatchedEvent
     from bokeh.protocol.message import Message
@@ -296,14 +300,23 @@ class SessionConnection:
                 session.notify_connection_lost()
 
 
-def _run_app_code(application: Application, document: Document) -> None:
-    from django.db import close_old_connections
+def _run_app_code(application: Application, document: Document) -> RunFailure | None:
+    """Build ``document`` with the app's handlers (in a pool thread); how this run failed, if it did.
 
-    try:
-        application.initialize_document(document)
-    finally:
-        # Worker threads are not request threads: Django would never close their connections.
-        close_old_connections()
+    The failure is this run's own (threads.run_failure), not the handler's shared flag,
+    which another session's run may have set or reset meanwhile.
+    """
+    start_run()
+    application.initialize_document(document)
+    return run_failure()
+
+
+def _destroy_unserved_document(document: Document) -> None:
+    """Free a document that never became a session's (its app code ran past the time limit)."""
+    with _gc_collect_deferred():
+        document.callbacks.destroy()
+        document.models.destroy()
+        document.modules.destroy()
 
 
 def _frames_of(message: Message[Any]) -> list[str | bytes]:
@@ -339,6 +352,7 @@ class AppSessions:
         self._logout_url = logout_url
         self._sessions: dict[str, BokehSession] = {}
         self._pending: dict[str, asyncio.Future[BokehSession]] = {}
+        self._loaded: asyncio.Task[None] | None = None
         self.created_count = 0
         self.destroyed_count = 0
 
@@ -379,17 +393,43 @@ class AppSessions:
     def pending(self) -> list[asyncio.Future[BokehSession]]:
         return list(self._pending.values())
 
-    def run_load_hook(self) -> None:
-        try:
-            self.application.on_server_loaded(self.server_context)
-        except Exception:
-            logger.error("Error in on_server_loaded of app %r", self.name, exc_info=True)
+    def start_loading(self) -> None:
+        """Run on_server_loaded (in the app-code pool); sessions are created only after it."""
+        if self._loaded is None:
+            self._loaded = asyncio.get_running_loop().create_task(self.run_load_hook())
 
-    def run_unload_hook(self) -> None:
+    async def wait_loaded(self) -> None:
+        if self._loaded is not None:
+            await asyncio.shield(self._loaded)
+
+    async def run_load_hook(self) -> None:
+        await self._run_server_hook("on_server_loaded", self.application.on_server_loaded)
+
+    async def run_unload_hook(self) -> None:
+        await self.wait_loaded()
+        await self._run_server_hook("on_server_unloaded", self.application.on_server_unloaded)
+
+    async def _run_server_hook(self, what: str, hook: Callable[[AppServerContext], None]) -> None:
         try:
-            self.application.on_server_unloaded(self.server_context)
+            await hooks.run(self.name, what, hook, self.server_context)
         except Exception:
-            logger.error("Error in on_server_unloaded of app %r", self.name, exc_info=True)
+            logger.error("Error in %s of app %r", what, self.name, exc_info=True)
+
+    async def process_request(self, request: SessionRequest, session_id: str) -> dict[str, Any]:
+        """What the app's ``process_request(request)`` returns for a new session's token.
+
+        Runs in the app-code pool, after on_server_loaded, as bokeh serve runs it before
+        the session exists. A failure is the app's: AppLoadError (its error page), logged
+        with the traceback; past APP_CODE_TIMEOUT, AppTimedOut.
+        """
+        await self.wait_loaded()
+        try:
+            extra = await hooks.run(self.name, "process_request", self.application.process_request, request)
+        except AppCodeTimeout as exc:
+            raise self._timed_out(exc, session_id) from None
+        except Exception as exc:
+            raise AppLoadError(self.name, f"process_request failed: {exc!r}\n{traceback.format_exc()}") from exc
+        return dict(extra or {})
 
     async def get_or_create(
         self, session_id: str, request: SessionRequest | None, token: str, token_payload: dict[str, Any]
@@ -439,27 +479,66 @@ class AppSessions:
             session_id, self.server_context, document, request, token_payload, logout_url=self._logout_url
         )
         document._session_context = weakref.ref(context)
+        await self.wait_loaded()
         try:
             await self.application.on_session_created(context)
+        except AppCodeTimeout as exc:
+            raise self._timed_out(exc, session_id) from None
         except Exception:
             logger.error("Error in on_session_created of app %r", self.name, exc_info=True)
-        # App code runs in a worker thread: it may use the Django ORM at module level, a
-        # slow app does not stall the round trips of other sessions on the loop, and a
-        # sync Django view may pull_session() from this same process without deadlock.
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(app_code_executor(), metrics.timed_app_code(self.name, _run_app_code), self.application, document)
-        failed = [h for h in self.application.handlers if h.failed]
-        if failed:
-            handler = failed[0]
+        # App code runs in the app-code pool: it may use the Django ORM at module level, a
+        # slow app does not stall the round trips of other sessions on the loop nor (past
+        # its share of threads) the creation of other apps' sessions, and a sync Django view
+        # may pull_session() from this same process without deadlock.
+        try:
+            failure = await hooks.run(
+                self.name, "The app code", metrics.timed_app_code(self.name, _run_app_code), self.application, document,
+                on_late_result=functools.partial(self._discard_late_document, context, document),
+            )
+        except AppCodeTimeout as exc:
+            raise self._timed_out(exc, session_id) from None
+        if failure is not None:
             with contextlib.suppress(Exception):
                 await self.application.on_session_destroyed(context)
-            raise AppLoadError(self.name, f"{handler.error}\n{handler.error_detail or ''}")
+            raise AppLoadError(self.name, f"{failure.error}\n{failure.detail or ''}")
         session = BokehSession(session_id, document, context, token)
         context._session = session
         self.created_count += 1
         metrics.session_created(self.name)
         logger.debug("Created session %r of app %r", session_id, self.name)
         return session
+
+    def _timed_out(self, exc: AppCodeTimeout, session_id: str) -> AppTimedOut:
+        from .conf import bokeh_settings
+
+        fate = (
+            "its thread keeps running (Python cannot stop it) and holds one of the app's "
+            f"{hooks.pool().per_app} threads until it ends"
+            if exc.running else "it never started: the app's threads were all busy"
+        )
+        logger.error(
+            "Refused session %r of app %r: %s did not finish within %g s (APP_CODE_TIMEOUT); %s.",
+            session_id, self.name, exc.what, exc.limit, fate,
+        )
+        return AppTimedOut(
+            f"The app {self.name!r} did not build its page within {exc.limit:g} seconds; other apps are not affected.",
+            retry_after=max(int(exc.limit), bokeh_settings.UNAVAILABLE_RETRY_AFTER),
+        )
+
+    def _discard_late_document(self, context: BokehSessionContext, document: Document, done: Future[Any]) -> None:
+        """A run past its time limit has ended: run the destroyed hooks and free its document."""
+
+        async def discard() -> None:
+            with contextlib.suppress(Exception):
+                late_result(done)  # its failure, if any, was the refused session's
+            try:
+                await self.application.on_session_destroyed(context)
+            except Exception:
+                logger.error("Error in on_session_destroyed of app %r", self.name, exc_info=True)
+            _destroy_unserved_document(document)
+            logger.info("A run of app %r that passed its time limit has ended; its document is freed.", self.name)
+
+        asyncio.get_running_loop().create_task(discard())
 
     async def discard(
         self,
@@ -558,7 +637,7 @@ class SessionRuntime:
                 continue
             app_sessions = AppSessions(name, entry.application)
             self._apps[name] = app_sessions
-            app_sessions.run_load_hook()
+            app_sessions.start_loading()
         self._reaper = self._loop.create_task(
             self._reap_forever(bokeh_settings.CHECK_UNUSED_SESSIONS, bokeh_settings.UNUSED_SESSION_LIFETIME)
         )
@@ -658,7 +737,7 @@ class SessionRuntime:
                 await app_sessions.discard(
                     session, reason="Server is shutting down; reconnecting", close_code=CloseCode.GOING_AWAY
                 )
-            app_sessions.run_unload_hook()
+            await app_sessions.run_unload_hook()
         self._apps.clear()
         self._started = False
         if self._gc_handle is not None:

@@ -109,7 +109,7 @@ async def open_session(request: HttpRequest, app_name: str, user: Any = None) ->
     ``server_session()`` sends), ``?bokeh-token``, or is generated; more than one is refused.
     """
     entry = registry.get_app(app_name)
-    application = entry.check_loaded()
+    entry.check_loaded()
     session_id = request.GET.get("bokeh-session-id")
     header_id = request.headers.get("Bokeh-Session-Id")
     given_token = request.GET.get("bokeh-token")
@@ -126,9 +126,12 @@ async def open_session(request: HttpRequest, app_name: str, user: Any = None) ->
                 raise SessionRefused("This server needs a bokeh-session-id; it does not generate session ids.")
             session_id = signing.generate_session_id()
         signing.check_session_id(session_id)
+        await ensure_started()
+        # The app's process_request runs in the app-code pool, where it may use the ORM.
+        requested = await runtime.app(app_name).process_request(session_request, session_id)
         # PAGE_TOKEN_KEY: this token's session exists from now on; should it be gone when the
         # browser (re)connects, the page reloads instead of getting someone else's document.
-        extra = {**(application.process_request(session_request) or {}), **token_claims(user), PAGE_TOKEN_KEY: True}
+        extra = {**requested, **token_claims(user), PAGE_TOKEN_KEY: True}
         payload = token_payload_for(session_request, extra)
         token = signing.generate_token(session_id, extra_payload=payload)
         payload = signing.read_token(token).payload

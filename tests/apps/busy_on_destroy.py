@@ -12,8 +12,10 @@ from bokeh.io import curdoc
 from bokeh.models import Div
 
 
-def on_destroyed(session_context):
-    time.sleep(1.5)
+async def on_destroyed(session_context):
+    # async: it runs on the event loop (a sync callback would run in a worker thread), and
+    # time.sleep there blocks the loop, as the test needs.
+    time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop is the point
 
 
 curdoc().add_root(Div(text="busy on destroy"))

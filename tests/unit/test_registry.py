@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from bokeh.application import Application
+from bokeh.application.handlers.directory import DirectoryHandler
 from bokeh.document import Document
 
 from bokehserve_django import registry
@@ -36,7 +37,8 @@ def fresh_registry():
 class TestBuildApplication:
     def test_script_directory_function_and_application(self) -> None:
         assert registry.build_application(APPS / "echo.py").handlers[0].__class__.__name__ == "ScriptHandler"
-        assert registry.build_application(str(APPS / "hooks")).handlers[0].__class__.__name__ == "DirectoryHandler"
+        # bokeh's DirectoryHandler, also reading request_handler.py (registry.DirectoryAppHandler).
+        assert isinstance(registry.build_application(str(APPS / "hooks")).handlers[0], DirectoryHandler)
         app = registry.build_application(make_doc)
         doc = Document()
         app.initialize_document(doc)
@@ -122,3 +124,39 @@ class TestRegistry:
         assert str(APPS / "echo.py") in registry.expand_app_paths([str(APPS / "*.py")], use_glob=True)
         with pytest.raises(InvalidAppSpec, match="matches no files"):
             registry.expand_app_paths([str(APPS / "*.nothing")], use_glob=True)
+
+
+class TestRequestHandlerFile:
+    """process_request of a directory app: from request_handler.py (the guide) or app_hooks.py (bokeh serve)."""
+
+    def make_app(self, tmp_path: Path, **files: str) -> Path:
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / "main.py").write_text("")
+        for name, source in files.items():
+            (app / f"{name}.py").write_text(source)
+        return app
+
+    def test_request_handler_py_is_read(self, tmp_path) -> None:
+        app = self.make_app(tmp_path, request_handler="def process_request(request):\n    return {'from': 'file'}\n")
+        assert registry.build_application(app).process_request(None) == {"from": "file"}
+
+    def test_app_hooks_py_is_still_read(self, tmp_path) -> None:
+        app = self.make_app(tmp_path, app_hooks="def process_request(request):\n    return {'from': 'hooks'}\n",
+                            request_handler='"""Nothing here."""\n')
+        assert registry.build_application(app).process_request(None) == {"from": "hooks"}
+
+    def test_both_defining_it_is_a_start_up_error(self, tmp_path) -> None:
+        source = "def process_request(request):\n    return {}\n"
+        app = self.make_app(tmp_path, app_hooks=source, request_handler=source)
+        with pytest.raises(InvalidAppSpec, match="defines process_request in both app_hooks.py and request_handler.py"):
+            registry.build_application(app)
+
+    def test_a_broken_request_handler_py_fails_the_app(self, tmp_path, settings) -> None:
+        app = self.make_app(tmp_path, request_handler="def process_request(request):\n    return {\n")
+        settings.BOKEHSERVE = {"APPS": {"broken": app}}
+        registry.reset()
+        entry = registry.get_app("broken")
+        with pytest.raises(AppLoadError):
+            entry.check_loaded()
+        assert "request_handler.py" in entry.load_error.details

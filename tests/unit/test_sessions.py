@@ -62,6 +62,10 @@ class TestLifecycle:
                 break
         assert "s1" not in runtime.app("hooks")
         assert session.destroyed
+        for _ in range(40):  # the hooks run in the app-code pool, just after the session left the table
+            if len(events(hook_log)) >= 4:
+                break
+            await asyncio.sleep(0.05)
         # bokeh serve's order: the app's hook, then callbacks registered on the Document.
         assert events(hook_log)[2:] == [("on_session_destroyed", "s1"), ("document_on_session_destroyed", "s1")]
 

@@ -1,9 +1,10 @@
-"""Defines the sliders app's lifecycle hooks and its ``process_request`` request hook.
+"""Defines the sliders app's lifecycle hooks; its ``process_request`` is in ``request_handler.py``.
 
-Bokeh 3.9 reads all five functions from this file (``DirectoryHandler`` loads it twice: once
-for the lifecycle hooks, once for ``process_request``), so module-level code here must stay
-side-effect free. Each hook logs and, if $BOKEHSERVE_DEMO_HOOK_LOG is set, appends
-``"<hook> <pid> <session id>"`` to that file (``-`` when there is no session yet).
+Module-level code here must stay side-effect free: bokeh loads this file twice (once for the
+lifecycle hooks, once more in case it defines ``process_request``). Each hook logs and, if
+$BOKEHSERVE_DEMO_HOOK_LOG is set, appends ``"<hook> <pid> <session id>"`` to that file
+(``-`` when there is no session yet). The hooks run in a worker thread, so they may use the
+Django ORM (docs/apps.md, "Where your code runs").
 
 Bokeh checks the parameter *names* (``server_context``, ``session_context``, ``request``).
 """
@@ -11,9 +12,9 @@ Bokeh checks the parameter *names* (``server_context``, ``session_context``, ``r
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .helpers import first_arg, record_hook
+from .helpers import record_hook
 
 if TYPE_CHECKING:
     from bokeh.application.application import ServerContext, SessionContext
@@ -44,20 +45,3 @@ def on_session_destroyed(session_context: SessionContext) -> None:
     log.info("sliders: on_session_destroyed %s", session_context.id)
     record_hook("on_session_destroyed", session_context.id)
 
-
-def process_request(request: Any) -> dict[str, Any]:
-    """Return extra items for the session token; ``main.py`` shows them from ``token_payload``.
-
-    Called with the HTTP request for the app page before the session exists. Only ``path``
-    and the query arguments are read, so any request object with those works.
-    """
-    # Tornado requests carry .arguments; Django's carry .GET. Either gives the ?N= value.
-    arguments = getattr(request, "arguments", None) or getattr(request, "GET", None)
-    payload = {
-        "request_path": getattr(request, "path", None),
-        "query_n": first_arg(arguments, "N"),
-    }
-    # The session id is only known here if the client supplied one in the URL.
-    record_hook("process_request", first_arg(arguments, "bokeh-session-id"))
-    log.info("sliders: process_request %s", payload)
-    return payload

@@ -1,0 +1,1 @@
+"""Marks the directory as a package: the user guide's directory layout, file for file."""

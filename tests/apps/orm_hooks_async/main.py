@@ -1,0 +1,16 @@
+"""Shows what the async process_request put into the token; an async document callback writes when the session ends."""
+
+from bokeh.io import curdoc
+from bokeh.models import Div
+from django.contrib.auth.models import Group
+
+doc = curdoc()
+payload = doc.session_context.token_payload
+doc.add_root(Div(text=f"users_seen={payload.get('users_seen')}", name="payload"))
+
+
+async def on_document_destroyed(session_context):
+    await Group.objects.aget_or_create(name=f"orm_hooks_async document_on_session_destroyed {session_context.id}")
+
+
+doc.on_session_destroyed(on_document_destroyed)
