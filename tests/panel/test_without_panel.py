@@ -41,7 +41,7 @@ def manage_py_without_panel(*args: str, settings: str, seconds: float = 120) -> 
     )
 
 
-def test_every_module_but_the_panel_builder_imports_without_panel() -> None:
+def test_every_module_but_the_panel_adapter_s_imports_without_panel() -> None:
     result = run_without_panel(
         """
         import importlib, json, pkgutil
@@ -60,7 +60,9 @@ def test_every_module_but_the_panel_builder_imports_without_panel() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["panel_imported"] is False
-    assert set(report["failed"]) == {f"bokehserve_django.panel.{name}" for name in ("builder", "pages", "users")}
+    assert set(report["failed"]) == {
+        f"bokehserve_django.panel.{name}" for name in ("builder", "components", "pages", "users")
+    }
 
 
 def test_manage_py_check_passes_for_a_site_without_panel_apps() -> None:
@@ -88,9 +90,11 @@ def test_a_bokeh_app_serves_and_a_panel_app_answers_with_the_install_command() -
         client = Client()
         bokeh_page = client.get("/echo")
         panel_page = client.get("/page")
+        component = client.get("/components/json/JSONDecoder/_stylesheets/x.css")
         print(json.dumps({
             "bokeh": [bokeh_page.status_code, '"token":' in bokeh_page.content.decode()],
             "panel": [panel_page.status_code, panel_page.content.decode()],
+            "component": component.status_code,
         }))
         """,
         settings="tests.panel.settings",
@@ -101,6 +105,7 @@ def test_a_bokeh_app_serves_and_a_panel_app_answers_with_the_install_command() -
     status, html = report["panel"]
     assert status == 500
     assert "pip install &quot;bokehserve-django[panel]&quot;" in html  # DEBUG is on: the reason is shown
+    assert report["component"] == 404  # Panel's component route answers nothing without Panel
 
 
 def test_runbokeh_refuses_panel_flags_with_the_install_command() -> None:
