@@ -30,7 +30,7 @@ from bokeh.application.handlers.server_lifecycle import ServerLifecycleHandler
 
 from .threads import AppCodePool, AppCodeTimeout, default_pool_size, make_run_state_per_thread
 
-__all__ = ("AppCodeTimeout", "install", "pool", "run", "wait_from_worker")
+__all__ = ("AppCodeTimeout", "install", "pool", "pool_saturated", "run", "wait_from_worker")
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ def pool() -> AppCodePool:
         per_app = bokeh_settings.APP_CODE_THREADS_PER_APP or max(1, size // 2)
         app_pool = _pools[loop] = AppCodePool(size, per_app, bokeh_settings.APP_CODE_TIMEOUT)
     return app_pool
+
+
+def pool_saturated() -> bool:
+    """Whether the running loop's app-code pool has every thread taken (the readiness probe asks)."""
+    app_pool = _pools.get(asyncio.get_running_loop())
+    return app_pool is not None and app_pool.saturated
 
 
 async def run(

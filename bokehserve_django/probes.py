@@ -8,7 +8,9 @@ while the process takes new sessions, and 503 with a short JSON reason while it 
   sessions (docs/cluster.md);
 - ``redis``: the channel layer is channels-redis and its Redis is unreachable, or not yet
   reached since start-up, so sessions cannot be placed in the cluster;
-- ``starting``: Bokeh serving failed to start in this process (the log says why).
+- ``starting``: Bokeh serving failed to start in this process (the log says why);
+- ``busy``: every thread of the app-code pool is taken (``APP_CODE_THREADS``; slow or hung
+  app code), so a new session would wait for one.
 
 Both are answered in the ASGI layer, ahead of Django's middleware: no sign-in, session
 or CSRF cookie, database query or ``ALLOWED_HOSTS`` check (an orchestrator probes with the
@@ -35,6 +37,7 @@ _HEADERS = [
 
 async def readiness() -> tuple[bool, str, str]:
     """(ready, reason, detail): whether this process takes new sessions now, and why not."""
+    from . import hooks
     from .cluster import ensure_started, membership
     from .exceptions import NotAccepting
     from .sessions import runtime
@@ -51,6 +54,8 @@ async def readiness() -> tuple[bool, str, str]:
         if membership.known_down:
             return False, "redis", "Redis (the channel layer) is unreachable: new sessions cannot be placed."
         return False, "redis", "Redis (the channel layer) has not been reached yet since start-up."
+    if hooks.pool_saturated():
+        return False, "busy", "Every app-code thread is taken (APP_CODE_THREADS): new sessions would wait for one."
     return True, "ready", "This process takes new sessions."
 
 

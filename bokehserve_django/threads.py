@@ -142,6 +142,11 @@ class AppCodePool:
         """Runs of ``app_name`` holding a thread or queued for one (timed-out runs included)."""
         return self._busy.get(app_name, 0)
 
+    @property
+    def saturated(self) -> bool:
+        """Whether every thread is taken (timed-out runs included): a new run would wait for one."""
+        return sum(self._busy.values()) >= self.size
+
     async def run(
         self,
         app_name: str,

@@ -188,3 +188,43 @@ async def websocket_close_of(server: LiveServer, app: str) -> tuple[int | None, 
         return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
     finally:
         await client.close()
+
+
+def probe_status(server: LiveServer, path: str) -> tuple[int, dict]:
+    import json
+
+    try:
+        with urllib.request.urlopen(f"{server.url}{path}", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_readiness_is_503_while_every_app_code_thread_is_taken(tmp_path) -> None:
+    env = {
+        **migrate(tmp_path / "db.sqlite3"),
+        "BOKEHSERVE_TEST_APP_CODE": "2,2,30",  # two threads, both for one app if need be
+        "BOKEHSERVE_TEST_HANG_SECONDS": "5",
+    }
+    server = LiveServer(settings=SETTINGS, env=env)
+    pages = [threading.Thread(target=lambda: urllib.request.urlopen(f"{server.url}/hangs", timeout=30).read())
+             for _ in range(2)]
+    try:
+        assert probe_status(server, "/readyz")[0] == 200
+        for page in pages:
+            page.start()
+        deadline = time.monotonic() + 4
+        status, body = probe_status(server, "/readyz")
+        while status == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status, body = probe_status(server, "/readyz")
+        assert (status, body["reason"]) == (503, "busy"), body
+        assert "APP_CODE_THREADS" in body["detail"]
+        assert probe_status(server, "/healthz") == (200, {"status": "alive"})  # liveness is not the pool
+        for page in pages:
+            page.join(20)
+        assert probe_status(server, "/readyz")[0] == 200  # the threads are free again
+    finally:
+        server.stop()
+        for page in pages:
+            page.join(10)
