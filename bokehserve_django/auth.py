@@ -209,11 +209,47 @@ async def _revoke(consumer: Any, user_pk: str) -> None:
         logger.error("Could not close a session of user %s", user_pk, exc_info=True)
 
 
+def all_connections() -> list[Any]:
+    """Every WebSocket consumer of a signed-in (or bearer-token) user in this process."""
+    return list(_user_of_connection)
+
+
+async def close_sessions_of_inactive_users() -> None:
+    """Close the sessions of users who were deactivated or deleted without this process
+    hearing of it: a ``queryset.update(is_active=False)`` (no signal), or a sign-out
+    broadcast lost while Redis was down. Run after each session sweep (one query)."""
+    if not _connections:
+        return
+    gone = await sync_to_async(_inactive_among)(list(_connections))
+    for user_pk in gone:
+        logger.info("User %s is no longer active: closing their sessions in this process", user_pk)
+        note_revocation(user_pk, time.time())
+        for consumer in list(_connections.get(user_pk, ())):
+            asyncio.get_running_loop().create_task(_revoke(consumer, user_pk))
+
+
+def _inactive_among(user_pks: list[str]) -> set[str]:
+    """Those of ``user_pks`` (as str) that are not active users any more (deactivated or deleted)."""
+    from django.db import close_old_connections
+
+    model = get_user_model()
+    try:
+        to_python = model._meta.pk.to_python
+        active = model._default_manager.filter(pk__in=[to_python(pk) for pk in user_pks], is_active=True)
+        return set(user_pks) - {str(pk) for pk in active.values_list("pk", flat=True)}
+    finally:
+        close_old_connections()
+
+
 def install() -> None:
-    """Let this process hear of sign-outs, wherever they happen."""
+    """Let this process hear of sign-outs, wherever they happen, and re-check its users'
+    accounts after each session sweep."""
     from .cluster import membership
+    from .sessions import runtime
 
     membership.on(REVOKE_MESSAGE, _handle_revocation)
+    if close_sessions_of_inactive_users not in runtime.sweep_checks:
+        runtime.sweep_checks.append(close_sessions_of_inactive_users)
 
 
 def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:

@@ -288,11 +288,45 @@ async def _close(consumer: Any, jti: str) -> None:
         logger.error("Could not close a session opened with the revoked bearer token %s", jti, exc_info=True)
 
 
+async def close_sessions_of_revoked_tokens() -> None:
+    """Close the WebSockets whose bearer token was revoked without this process hearing of it:
+    by ``manage.py bokeh_token --revoke`` under the in-memory channel layer (another
+    process), or while Redis was down. Run after each session sweep (one query)."""
+    from .auth import all_connections
+
+    by_token: dict[str, list[Any]] = {}
+    for consumer in all_connections():
+        jti = token_id_in_scope(consumer.scope)
+        if jti is not None:
+            by_token.setdefault(jti, []).append(consumer)
+    if not by_token:
+        return
+    for jti in await sync_to_async(_revoked_among)(list(by_token)):
+        logger.info("Bearer token %s was revoked: closing the sessions it opened in this process", jti)
+        for consumer in by_token[jti]:
+            asyncio.get_running_loop().create_task(_close(consumer, jti))
+
+
+def _revoked_among(jtis: list[str]) -> list[str]:
+    from django.db import close_old_connections
+
+    from .models import BearerToken
+
+    try:
+        return list(BearerToken.objects.filter(jti__in=jtis, revoked_at__isnull=False).values_list("jti", flat=True))
+    finally:
+        close_old_connections()
+
+
 def install() -> None:
-    """Let this process hear of revoked bearer tokens, wherever they are revoked."""
+    """Let this process hear of revoked bearer tokens, wherever they are revoked, and re-check
+    the tokens of its connections after each session sweep."""
     from .cluster import membership
+    from .sessions import runtime
 
     membership.on(REVOKE_TOKENS_MESSAGE, _handle_token_revocation)
+    if close_sessions_of_revoked_tokens not in runtime.sweep_checks:
+        runtime.sweep_checks.append(close_sessions_of_revoked_tokens)
 
 
 def revoke_user_tokens(user_pk: Any, at: float) -> int:

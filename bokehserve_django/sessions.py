@@ -614,6 +614,9 @@ class SessionRuntime:
         self._loggers: list[asyncio.Task[None]] = []
         #: Coroutines called with (app name, session id) after a session is destroyed.
         self.destroy_listeners: list[Callable[[str, str], Awaitable[None]]] = []
+        #: Run after each sweep (CHECK_UNUSED_SESSIONS): checks that close connections whose
+        #: access ended where no broadcast told this process (auth.py, bearer.py).
+        self.sweep_checks: list[Callable[[], Awaitable[None]]] = []
         #: Requests of the sessions being created now (reserve_capacity).
         self._creating: list[SessionRequest | None] = []
         self._gc_handle: asyncio.TimerHandle | None = None
@@ -819,6 +822,11 @@ class SessionRuntime:
                 await self.reap(lifetime_ms)
             except Exception:
                 logger.error("Error while discarding unused sessions", exc_info=True)
+            for check in list(self.sweep_checks):
+                try:
+                    await check()
+                except Exception:
+                    logger.error("Error in the sweep check %s", getattr(check, "__qualname__", check), exc_info=True)
 
     async def reap(self, lifetime_ms: int) -> int:
         """Destroy sessions unused for longer than ``lifetime_ms``; return how many."""
