@@ -413,10 +413,14 @@ class Peer(RawBokehClient):
         await self.send(patch)
         ok, before = await self.recv_until("OK", seconds=seconds)
         assert ok.header["reqid"] == patch.header["msgid"]
-        for message in before:
+        self.apply(before)
+        return before
+
+    def apply(self, messages: list[Any]) -> None:
+        """Apply the server's PATCH-DOCs among ``messages`` to the local document."""
+        for message in messages:
             if message.msgtype == "PATCH-DOC":
                 message.apply_to_document(self.doc)
-        return before
 
     async def round_trip(self, text: str, seconds: float = TIMEOUT) -> None:
         """echo app: text_input.value = text -> the server's callback sets output.text = TEXT."""
@@ -429,18 +433,27 @@ class Peer(RawBokehClient):
         self, name: str, attr: str, predicate: Callable[[Any], bool], seconds: float = TIMEOUT
     ) -> Any:
         """Apply server PATCH-DOCs until ``predicate(doc.<name>.<attr>)``; the value."""
+        await self.wait_until(
+            lambda doc: predicate(getattr(model(doc, name), attr)),
+            seconds,
+            lambda doc: f"{name}.{attr} is {getattr(model(doc, name), attr)!r}",
+        )
+        return getattr(model(self.doc, name), attr)
+
+    async def wait_until(
+        self,
+        predicate: Callable[[Document], bool],
+        seconds: float = TIMEOUT,
+        state: Callable[[Document], str] = lambda doc: "the condition is still false",
+    ) -> None:
+        """Apply server PATCH-DOCs until ``predicate(doc)``; AssertionError with ``state(doc)`` after ``seconds``."""
         assert self.doc is not None
         deadline = time.monotonic() + seconds
-        value = getattr(model(self.doc, name), attr)
-        while not predicate(value):
+        while not predicate(self.doc):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"{name}.{attr} is {value!r} after {seconds} s")
-            message = await self.recv(left)
-            if message.msgtype == "PATCH-DOC":
-                message.apply_to_document(self.doc)
-            value = getattr(model(self.doc, name), attr)
-        return value
+                raise AssertionError(f"{state(self.doc)} after {seconds} s")
+            self.apply([await self.recv(left)])
 
     async def close_info(self, seconds: float) -> tuple[int | None, str | None, float]:
         """Read until the server closes; (code, reason, seconds it took)."""

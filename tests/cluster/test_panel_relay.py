@@ -57,18 +57,13 @@ def test_panel_app_page_on_one_process_websocket_through_the_other(pair: list[Li
             await peer.send(ready)
             ok, before = await peer.recv_until("OK")
             assert ok.header["reqid"] == ready.header["msgid"]
-            for message in before:
-                if message.msgtype == "PATCH-DOC":
-                    message.apply_to_document(peer.doc)
+            peer.apply(before)
             [name] = [m for m in doc.models if isinstance(m, TextInput)]
             await peer.send_patch(lambda d: setattr(d.get_model_by_id(name.id), "value", "Django"))
-            deadline = asyncio.get_running_loop().time() + TIMEOUT
-            while "Hello, Django!" not in greeting(peer.doc):
-                left = deadline - asyncio.get_running_loop().time()
-                assert left > 0, f"the greeting stayed {greeting(peer.doc)!r}\n{describe(a, b)}"
-                message = await peer.recv(left)
-                if message.msgtype == "PATCH-DOC":
-                    message.apply_to_document(peer.doc)
+            await peer.wait_until(
+                lambda d: "Hello, Django!" in greeting(d), TIMEOUT,
+                lambda d: f"the greeting stayed {greeting(d)!r}\n{describe(a, b)}",
+            )
             return session_id
         finally:
             await close_all([peer])
