@@ -49,7 +49,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .protocol import CloseCode
-from .wire import GatherWriteServer, websocket_frame_header
+from .wire import EAGER_WRITE_BYTES, GatherWriteServer, websocket_frame_header
 
 __all__ = ("BokehDaphneServer", "BokehWebSocketProtocol", "add_drain_timeout_argument", "apply_xheaders")
 
@@ -164,6 +164,8 @@ class BokehWebSocketProtocol(WebSocketProtocol):
         stats.outgoingOctetsWireLevel += len(header) + length
         if length:
             self.transport.writeSequence((header, payload))
+            if length >= EAGER_WRITE_BYTES and isinstance(self.transport, GatherWriteServer):
+                self.transport.send_now()
         else:
             self.transport.write(header)
 

@@ -29,11 +29,15 @@ from typing import Any
 from twisted.internet import main, tcp
 from twisted.python.util import untilConcludes
 
-__all__ = ("MAX_GATHER_BUFFERS", "GatherWriteServer", "websocket_frame_header")
+__all__ = ("EAGER_WRITE_BYTES", "MAX_GATHER_BUFFERS", "GatherWriteServer", "websocket_frame_header")
 
 #: Buffers handed to one sendmsg(): well below Linux's IOV_MAX (1024); a message's
 #: frames are 3 + 2 per buffer, so one call takes many messages.
 MAX_GATHER_BUFFERS = 64
+#: A frame payload at least this large is handed to the kernel as soon as it is queued
+#: (``GatherWriteServer.send_now``); smaller ones wait for the loop's turn, so that the
+#: frames of one message (and of messages sent together) leave in one system call.
+EAGER_WRITE_BYTES = 64 * 1024
 
 
 def websocket_frame_header(opcode: int, length: int, rsv: int = 0) -> bytes:
@@ -50,19 +54,8 @@ class GatherWriteServer(tcp.Server):
     """Twisted's server-side TCP connection, writing its queued buffers without copying them."""
 
     def doWrite(self) -> Any:
-        buffers: list[Any] = []
-        if self.offset < len(self.dataBuffer):
-            buffers.append(memoryview(self.dataBuffer)[self.offset :])
-        buffers.extend(self._tempDataBuffer[: MAX_GATHER_BUFFERS - len(buffers)])
-        if buffers:
-            try:
-                sent = untilConcludes(self.socket.sendmsg, buffers)
-            except OSError as error:
-                # As tcp.Connection.writeSomeData: a full socket buffer is "nothing sent".
-                if error.args[0] not in (EWOULDBLOCK, ENOBUFS):
-                    return main.CONNECTION_LOST
-                sent = 0
-            self._consume(sent)
+        if not self._send_some():
+            return main.CONNECTION_LOST
         if self.offset < len(self.dataBuffer) or self._tempDataLen:
             return None
         # Everything is written: as FileDescriptor.doWrite's ending.
@@ -78,6 +71,36 @@ class GatherWriteServer(tcp.Server):
             self._writeDisconnected = True
             return self._closeWriteConnection()
         return None
+
+    def send_now(self) -> None:
+        """Hand what is queued to the kernel now instead of on the event loop's next turn.
+
+        For a large payload just queued: the client starts receiving it while the loop
+        finishes the message (and whatever else it has to do), as Tornado's and asyncio's
+        transports write at once. Only the sending: the reactor's next ``doWrite`` still
+        does the bookkeeping (stop writing, resume a producer, a pending close) and
+        reports a broken connection.
+        """
+        if self.connected and not self.disconnected:
+            self._send_some()
+
+    def _send_some(self) -> bool:
+        """One gather write of what is queued; False if the connection is broken."""
+        buffers: list[Any] = []
+        if self.offset < len(self.dataBuffer):
+            buffers.append(memoryview(self.dataBuffer)[self.offset :])
+        buffers.extend(self._tempDataBuffer[: MAX_GATHER_BUFFERS - len(buffers)])
+        if not buffers:
+            return True
+        try:
+            sent = untilConcludes(self.socket.sendmsg, buffers)
+        except OSError as error:
+            # As tcp.Connection.writeSomeData: a full socket buffer is "nothing sent".
+            if error.args[0] not in (EWOULDBLOCK, ENOBUFS):
+                return False
+            sent = 0
+        self._consume(sent)
+        return True
 
     def _consume(self, sent: int) -> None:
         """Drop ``sent`` bytes from the front of the buffers; a partly sent one becomes ``dataBuffer``."""

@@ -22,7 +22,12 @@ from zope.interface import directlyProvides
 
 from bokehserve_django import server as server_module
 from bokehserve_django.server import CLOSE_LINGER_TIMEOUT, BokehWebSocketProtocol
-from bokehserve_django.wire import MAX_GATHER_BUFFERS, GatherWriteServer
+from bokehserve_django.wire import (
+    EAGER_WRITE_BYTES,
+    MAX_GATHER_BUFFERS,
+    GatherWriteServer,
+    websocket_frame_header,
+)
 
 
 class RecordingTransport:
@@ -317,3 +322,39 @@ class TestGatherWriteServer:
         assert transport.post_lose == 0
         transport.doWrite()
         assert transport.post_lose == 1 and bytes(sock.received) == b"abcdef"
+
+    def test_send_now_writes_at_once_and_leaves_the_bookkeeping_to_do_write(self) -> None:
+        sock = FakeSocket(limit=10**6)
+        transport = RecordingGatherWriteServer(sock)
+        transport.writeSequence((b"head", b"payload"))
+        transport.send_now()
+        assert bytes(sock.received) == b"headpayload"
+        assert transport.writing  # the reactor's next doWrite stops writing
+        transport.doWrite()
+        assert transport.writing is False
+
+    def test_send_now_on_a_broken_connection_leaves_it_to_do_write(self) -> None:
+        from twisted.internet import main
+
+        class Broken(FakeSocket):
+            def sendmsg(self, buffers: list[Any]) -> int:
+                raise BrokenPipeError(32, "broken pipe")
+
+        transport = RecordingGatherWriteServer(Broken(0))
+        transport.write(b"x")
+        transport.send_now()  # does not raise
+        assert transport.doWrite() is main.CONNECTION_LOST
+
+
+class TestEagerWrites:
+    @pytest.mark.parametrize(("length", "eager"), [(EAGER_WRITE_BYTES - 1, False), (EAGER_WRITE_BYTES, True)])
+    def test_a_large_payload_is_handed_to_the_kernel_as_it_is_queued(self, length: int, eager: bool) -> None:
+        sock = FakeSocket(limit=10**7)
+        transport = RecordingGatherWriteServer(sock)
+        protocol = open_protocol(transport)  # type: ignore[arg-type]
+        protocol.sendMessage(b"{}", False)
+        protocol.sendMessage(b"\x01" * length, True)
+        expected = b"\x81\x02{}" + websocket_frame_header(2, length) + b"\x01" * length
+        assert bytes(sock.received) == (expected if eager else b"")
+        transport.doWrite()
+        assert bytes(sock.received) == expected
