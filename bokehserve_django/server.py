@@ -48,7 +48,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from .protocol import CloseCode
+from .protocol import SEND_FRAMES_EXTENSION, CloseCode
 from .wire import EAGER_WRITE_BYTES, GatherWriteServer, websocket_frame_header
 
 __all__ = ("BokehDaphneServer", "BokehWebSocketProtocol", "add_drain_timeout_argument", "apply_xheaders")
@@ -170,6 +170,16 @@ class BokehWebSocketProtocol(WebSocketProtocol):
             self.transport.write(header)
 
     def handle_reply(self, message: dict[str, Any]) -> None:
+        if message.get("type") == SEND_FRAMES_EXTENSION:
+            # A whole Bokeh message (protocol.SEND_FRAMES_EXTENSION): its frames back to back.
+            # On a connection that is no longer open, the first sendMessage raises, as for
+            # a websocket.send.
+            for frame in message["frames"]:
+                if isinstance(frame, str):
+                    self.sendMessage(frame.encode("utf8"), False)
+                else:
+                    self.sendMessage(frame, True)
+            return
         if message.get("type") == "websocket.send" and self.state == self.STATE_OPEN:
             # daphne skips empty payloads ("if message.get('bytes')"), but an empty numpy
             # column is a 0-byte binary frame that BokehJS waits for.
@@ -310,6 +320,9 @@ class BokehDaphneServer(Server):
             # daphne leaves "scheme" out of WebSocket scopes, which ASGI then reads as "ws",
             # even over TLS; session_context.request.protocol comes from it.
             scope["scheme"] = "wss" if ISSLTransport.providedBy(protocol.transport) else "ws"
+        if scope.get("type") == "websocket":
+            # BokehWebSocketProtocol.handle_reply takes a whole message's frames in one send.
+            scope["extensions"] = {**(scope.get("extensions") or {}), SEND_FRAMES_EXTENSION: {}}
         if self.use_xheaders:
             apply_xheaders(scope)
         return super().create_application(protocol, scope)

@@ -358,3 +358,47 @@ class TestEagerWrites:
         assert bytes(sock.received) == (expected if eager else b"")
         transport.doWrite()
         assert bytes(sock.received) == expected
+
+
+class TestSendFramesExtension:
+    def test_a_whole_message_is_written_as_its_frames_back_to_back(self) -> None:
+        from bokehserve_django.protocol import SEND_FRAMES_EXTENSION
+
+        frames = ['{"msgtype":"PATCH-DOC","num_buffers":1}', "{}", '{"events":[]}', '{"id":"b"}', b"\x00" * 70_000]
+        together, one_by_one = WritesTransport(), WritesTransport()
+        open_protocol(together).handle_reply({"type": SEND_FRAMES_EXTENSION, "frames": frames})
+        protocol = open_protocol(one_by_one)
+        for frame in frames:
+            if isinstance(frame, bytes):
+                protocol.handle_reply({"type": "websocket.send", "bytes": frame})
+            else:
+                protocol.handle_reply({"type": "websocket.send", "text": frame})
+        assert together.wire() == one_by_one.wire()
+        assert together.wire().startswith(b"\x81\x27{")  # a text frame first, 39 bytes
+
+    def test_on_a_closed_connection_it_raises_as_a_websocket_send_does(self) -> None:
+        from autobahn.exception import Disconnected
+
+        from bokehserve_django.protocol import SEND_FRAMES_EXTENSION
+
+        protocol = open_protocol(transport := WritesTransport())
+        protocol.state = protocol.STATE_CLOSED
+        with pytest.raises(Disconnected):
+            protocol.handle_reply({"type": SEND_FRAMES_EXTENSION, "frames": ["{}"]})
+        assert transport.writes == []
+
+    def test_the_server_offers_it_in_websocket_scopes_only(self, monkeypatch) -> None:
+        from daphne.server import Server
+
+        from bokehserve_django.protocol import SEND_FRAMES_EXTENSION
+        from bokehserve_django.server import BokehDaphneServer
+
+        seen: list[dict[str, Any]] = []
+        monkeypatch.setattr(Server, "create_application", lambda self, protocol, scope: seen.append(scope))
+        server = BokehDaphneServer.__new__(BokehDaphneServer)  # no reactor, no ports
+        server.use_xheaders = False
+        protocol = SimpleNamespace(transport=SimpleNamespace())
+        server.create_application(protocol, {"type": "websocket", "extensions": {"x": {}}})
+        server.create_application(protocol, {"type": "http"})
+        assert seen[0]["extensions"] == {"x": {}, SEND_FRAMES_EXTENSION: {}}
+        assert "extensions" not in seen[1]
