@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one flat pass ove
         "--groups",
         default=",".join(g for g, _, _ in GROUPS),
         help="comma-separated scenario groups to run (default: %(default)s; also: "
-        + ",".join(g for g, _, _ in LONG_GROUPS) + ", which hold many sessions and take minutes)",
+        + ",".join(g for g, _, _ in LONG_GROUPS) + ": 2,000 live sessions, several minutes per server and run)",
     )
     parser.add_argument("--bokeh-arg", action="append", default=[], help="extra argument for bokeh serve (repeatable)")
     parser.add_argument("--runbokeh-arg", action="append", default=[], help="extra argument for runbokeh (repeatable)")
