@@ -26,8 +26,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from scenarios import GROUPS, PANEL_GROUPS, Params  # noqa: E402
-from servers import HOST, KINDS, LABELS, PANEL, RUNBOKEH_COMMAND_FILE, Server, command_for, versions  # noqa: E402
+from scenarios import GROUPS, LONG_GROUPS, PANEL_GROUPS, Params  # noqa: E402
+from servers import (  # noqa: E402
+    HOST,
+    KINDS,
+    LABELS,
+    PANEL,
+    RUNBOKEH_COMMAND_FILE,
+    Server,
+    command_for,
+    raise_file_limit,
+    versions,
+)
 from websockets.asyncio.client import connect  # noqa: E402
 
 APPS = HERE / "apps"
@@ -64,6 +74,12 @@ METRICS: list[tuple[str, str, str, str | None]] = [
     ("mem_idle_rss_mb", "  server RSS before (warmed up)", "MiB", "lower"),
     ("mem_loaded_rss_mb", "  server RSS with N sessions", "MiB", "lower"),
     ("startup_s", "server start until listening", "s", "lower"),
+    ("many_failures", "N live sessions at once: failed or dropped", "", "lower"),
+    ("many_open_per_s", "  sessions opened/s on the way up", "1/s", "higher"),
+    ("many_mem_per_session_kb", "  memory per session (RSS delta / N)", "KiB", "lower"),
+    ("many_rss_mb", "  server RSS with N sessions", "MiB", "lower"),
+    ("many_canary_p50_ms", "  canary round trip meanwhile, p50", "ms", "lower"),
+    ("many_canary_p99_ms", "  canary round trip meanwhile, p99", "ms", "lower"),
 ]
 
 
@@ -167,7 +183,8 @@ def print_table(summary, kinds: list[str], params: Params, runs: int) -> list[di
         f"{params.mem_sessions} sessions held open; burst: {params.burst_messages} msgs x "
         f"{params.burst_rows} rows; load: {params.load_sessions} sessions x {params.load_hz:g} msg/s x "
         f"{params.load_rows} rows for {params.load_seconds:g} s; binary: {params.binary_count} x "
-        f"{params.binary_elements * 8 / 1e6:g} MB each way."
+        f"{params.binary_elements * 8 / 1e6:g} MB each way; many: N = {params.many_sessions} sessions "
+        f"({params.many_concurrency} opened at a time), {params.many_canary_count} canary round trips."
     )
     return rows
 
@@ -185,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one flat pass ove
     parser.add_argument(
         "--groups",
         default=",".join(g for g, _, _ in GROUPS),
-        help="comma-separated scenario groups to run (default: all of %(default)s)",
+        help="comma-separated scenario groups to run (default: %(default)s; also: "
+        + ",".join(g for g, _, _ in LONG_GROUPS) + ": 2,000 live sessions, several minutes per server and run)",
     )
     parser.add_argument("--bokeh-arg", action="append", default=[], help="extra argument for bokeh serve (repeatable)")
     parser.add_argument("--runbokeh-arg", action="append", default=[], help="extra argument for runbokeh (repeatable)")
@@ -209,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one flat pass ove
     params = Params.quick() if args.quick else Params()
     repeat = args.repeat or (2 if args.quick else 5)
     kinds = [args.only] if args.only else ([PANEL, "runbokeh"] if args.panel else list(KINDS))
-    all_groups = PANEL_GROUPS if args.panel else GROUPS
+    all_groups = PANEL_GROUPS if args.panel else GROUPS + LONG_GROUPS
     if args.panel:
         args.groups = ",".join(g for g, _, _ in PANEL_GROUPS)
     if "runbokeh" in kinds and not RUNBOKEH_COMMAND_FILE.exists():
@@ -220,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one flat pass ove
     unknown = set(wanted) - {g[0] for g in all_groups}
     if unknown:
         parser.error(f"unknown group(s) {sorted(unknown)}; choose from {[g[0] for g in all_groups]}")
+
+    if any(g[0] == "many" for g in groups):
+        # Before any server starts (they inherit it): each live session holds a socket in the
+        # bench and one in the server, plus the page requests' and the server's own.
+        raise_file_limit(2 * params.many_sessions + 1024)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logdir = RESULTS / "logs" / stamp
@@ -281,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one flat pass ove
                         for scenario in scenarios:
                             name = scenario.__name__
                             try:
-                                result = asyncio.run(asyncio.wait_for(scenario(server, params), params.timeout * 4))
+                                limit = getattr(scenario, "time_limit", lambda p: p.timeout * 4)(params)
+                                result = asyncio.run(asyncio.wait_for(scenario(server, params), limit))
                             except Exception as exc:  # asyncio.wait_for's TimeoutError too
                                 msg = f"{type(exc).__name__}: {exc}"
                                 if not server.alive():

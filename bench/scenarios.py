@@ -43,6 +43,9 @@ class Params:
     load_seconds: float = 3.0
     binary_count: int = 5
     binary_elements: int = 1_000_000  # float64 -> 8 MB
+    many_sessions: int = 2000  # live sessions held at once (group "many")
+    many_concurrency: int = 20  # ... opened this many at a time
+    many_canary_count: int = 200  # canary round trips while they are all connected
     timeout: float = 60.0  # any single wait
 
     @classmethod
@@ -56,6 +59,8 @@ class Params:
             load_sessions=10,
             load_seconds=2.0,
             binary_count=3,
+            many_sessions=300,
+            many_canary_count=50,
         )
 
 
@@ -120,27 +125,32 @@ async def session_open_concurrent(server: Server, p: Params) -> dict[str, float]
     return {"open_concurrent_per_s": p.open_concurrent / elapsed}
 
 
+async def roundtrip_once(s: Session, i: int, timeout: float) -> float:  # noqa: ASYNC109 (bounds one wait)
+    """One widget round trip on ``s``: seconds from sending ``input.value`` until ``echo`` shows it."""
+    input_id = find_model_id(s.doc, "input")
+    echo_id = find_model_id(s.doc, "echo")
+    value = f"rt-{i}-{time.monotonic_ns()}"
+
+    def is_echo(m: Message) -> bool:
+        # The echo is a bokeh Div ("text") or, in the Panel app, a Panel TextInput ("value").
+        return any(
+            e.get("model", {}).get("id") == echo_id and e.get("attr") in ("text", "value") and e.get("new") == value
+            for e in iter_events(m)
+        )
+
+    t0 = time.perf_counter()
+    await s.set_property(input_id, "value", value)
+    reply = await s.wait_for(is_echo, timeout)
+    return reply.received - t0
+
+
 async def widget_roundtrip(server: Server, p: Params) -> dict[str, float]:
     """PATCH-DOC ``input.value`` -> Python on_change -> PATCH-DOC ``echo.text`` back."""
     s = await Session.open(HOST, server.port, server.app, p.timeout)
     try:
-        input_id = find_model_id(s.doc, "input")
-        echo_id = find_model_id(s.doc, "echo")
 
         async def once(i: int) -> float:
-            value = f"rt-{i}-{time.monotonic_ns()}"
-
-            def is_echo(m: Message) -> bool:
-                # The echo is a bokeh Div ("text") or, in the Panel app, a Panel TextInput ("value").
-                return any(
-                    e.get("model", {}).get("id") == echo_id and e.get("attr") in ("text", "value") and e.get("new") == value
-                    for e in iter_events(m)
-                )
-
-            t0 = time.perf_counter()
-            await s.set_property(input_id, "value", value)
-            reply = await s.wait_for(is_echo, p.timeout)
-            return reply.received - t0
+            return await roundtrip_once(s, i, p.timeout)
 
         for i in range(p.rt_warmup):
             await once(-i - 1)
@@ -178,6 +188,72 @@ async def memory_per_session(server: Server, p: Params) -> dict[str, float]:
         "mem_idle_rss_mb": before / 2**20,
         "mem_loaded_rss_mb": after / 2**20,
     }
+
+
+async def many_sessions(server: Server, p: Params) -> dict[str, float]:
+    """``many_sessions`` live sessions at once, then a canary session's round trips.
+
+    The canary opens first. Then ``many_sessions`` sessions are opened, ``many_concurrency``
+    at a time, and all are held open (each with its reader). A failed open is counted, not
+    retried, and the run goes on; so is a session whose connection dropped by the time of the
+    canary. Memory per session is the RSS growth over the opened sessions, read 1 s after
+    the last open. Then ``many_canary_count`` round trips on the canary.
+    """
+    canary = await Session.open(HOST, server.port, server.app, p.timeout)
+    sessions: list[Session] = []
+    failures: list[str] = []
+    try:
+        for i in range(p.rt_warmup):
+            await roundtrip_once(canary, -i - 1, p.timeout)
+        await asyncio.sleep(1.0)
+        before = server.rss()
+        sem = asyncio.Semaphore(p.many_concurrency)
+
+        async def one() -> None:
+            async with sem:
+                try:
+                    s = await Session.open(HOST, server.port, server.app, p.timeout)
+                except Exception as exc:  # counted; the scenario's figure is the number of failures
+                    failures.append(f"{type(exc).__name__}: {exc}"[:300])
+                    return
+                sessions.append(s)
+                find_model_id(s.doc, "echo")  # the app code really ran for this session
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(p.many_sessions)))
+        open_seconds = time.perf_counter() - t0
+        if not sessions:
+            raise BenchError(f"no session of {p.many_sessions} opened; first error: {failures[0]}")
+        await asyncio.sleep(1.0)
+        after = server.rss()
+        canary_times = [await roundtrip_once(canary, i, p.timeout) for i in range(p.many_canary_count)]
+        dropped = sum(1 for s in sessions if s.error is not None)
+    finally:
+        close_sem = asyncio.Semaphore(100)
+
+        async def close(s: Session) -> None:
+            async with close_sem:
+                await s.close()
+
+        await asyncio.gather(*(close(s) for s in sessions), canary.close())
+    if failures:
+        print(f"    many_sessions: {len(failures)} open(s) failed; first: {failures[0]}", flush=True)
+    return {
+        "many_failures": len(failures) + dropped,
+        "many_open_per_s": len(sessions) / open_seconds,
+        "many_mem_per_session_kb": (after - before) / len(sessions) / 1024,
+        "many_rss_mb": after / 2**20,
+        "many_canary_p50_ms": ms(pct(canary_times, 50)),
+        "many_canary_p99_ms": ms(pct(canary_times, 99)),
+    }
+
+
+def _many_sessions_time_limit(p: Params) -> float:
+    # Opening is the long part: allow 5 opens/s, on a busy machine, plus the canary.
+    return 2 * p.timeout + p.many_sessions / 5 + p.many_canary_count
+
+
+many_sessions.time_limit = _many_sessions_time_limit  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,6 +488,11 @@ GROUPS: list[tuple[str, str, list]] = [
     ("memory", "widget", [memory_per_session]),
     ("stream", "stream", [stream_burst, stream_load]),
     ("binary", "binary", [binary_update]),
+]
+
+#: Groups run only when named in --groups (each takes minutes per server and run).
+LONG_GROUPS: list[tuple[str, str, list]] = [
+    ("many", "widget", [many_sessions]),
 ]
 
 #: run.py --panel: the widget scenarios on a Panel app, under panel serve and runbokeh.

@@ -30,6 +30,21 @@ LABELS = {"bokeh": "bokeh serve", "runbokeh": "runbokeh", PANEL: "panel serve"}
 RUNBOKEH_COMMAND_FILE = REPO / "bokehserve_django" / "management" / "commands" / "runbokeh.py"
 
 
+def raise_file_limit(needed: int) -> None:
+    """Raise this process's open-file limit (inherited by the servers it starts) to ``needed``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"bench: {needed} open files are needed, but the hard limit is {hard}; "
+            f"raise it (ulimit -Hn {needed}, or LimitNOFILE) or use --quick for fewer sessions"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))

@@ -31,7 +31,7 @@ from .exceptions import (
     SessionRefused,
     SessionsUnavailable,
 )
-from .protocol import CloseCode
+from .protocol import SEND_FRAMES_EXTENSION, CloseCode
 from .reconnect import check_expired_token, reload_reason as reconnect_reload_reason
 from .requests import from_websocket_scope
 from .sessions import runtime
@@ -224,6 +224,10 @@ class BokehConsumer(AsyncConsumer):
 
     async def send_frames(self, frames: Iterable[str | bytes]) -> None:
         async with self._wire_lock:
+            if SEND_FRAMES_EXTENSION in (self.scope.get("extensions") or {}):
+                # One trip through Channels and daphne per message instead of one per frame.
+                await self.send({"type": SEND_FRAMES_EXTENSION, "frames": list(frames)})
+                return
             for frame in frames:
                 if isinstance(frame, bytes):
                     await self.send({"type": "websocket.send", "bytes": frame})

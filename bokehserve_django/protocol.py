@@ -15,6 +15,7 @@ from bokeh.protocol.exceptions import MessageError, ProtocolError, ValidationErr
 from bokeh.protocol.message import Message
 
 __all__ = (
+    "SEND_FRAMES_EXTENSION",
     "SERVER_MESSAGE_TYPES",
     "CloseCode",
     "FrameReceiver",
@@ -26,6 +27,12 @@ __all__ = (
 
 #: Message types a client may send to the server (PROTOCOL.md 4.4).
 SERVER_MESSAGE_TYPES = frozenset({"PULL-DOC-REQ", "PUSH-DOC", "PATCH-DOC", "SERVER-INFO-REQ"})
+
+#: ASGI extension (``scope["extensions"]``) of servers that take a whole Bokeh message in one
+#: send: ``{"type": SEND_FRAMES_EXTENSION, "frames": [str | bytes, ...]}``, each str a text
+#: frame and each bytes a binary frame, written back to back. BokehDaphneServer offers it;
+#: under any other ASGI server the consumer sends one ``websocket.send`` per frame.
+SEND_FRAMES_EXTENSION = "bokehserve.websocket.send_frames"
 
 
 class CloseCode(enum.IntEnum):

@@ -41,14 +41,15 @@ from autobahn.websocket.compress import (
 )
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from .protocol import CloseCode
+from .protocol import SEND_FRAMES_EXTENSION, CloseCode
+from .wire import EAGER_WRITE_BYTES, GatherWriteServer, websocket_frame_header
 
 __all__ = ("BokehDaphneServer", "BokehWebSocketProtocol", "add_drain_timeout_argument", "apply_xheaders")
 
@@ -120,7 +121,65 @@ class BokehWebSocketProtocol(WebSocketProtocol):
             ]
         super().onOpen()
 
+    def sendMessage(
+        self,
+        payload: bytes,
+        isBinary: bool = False,
+        fragmentSize: int | None = None,
+        sync: bool = False,
+        doNotCompress: bool = False,
+    ) -> None:
+        """As autobahn's, but an unfragmented, uncompressed frame goes out as two writes.
+
+        autobahn's ``sendFrame`` joins the header and the payload into one new bytes object,
+        which for an 8 MB buffer is an 8 MB copy on the event loop. Here the header and the
+        payload object itself are queued, and the transport (``wire.GatherWriteServer``)
+        writes both without joining them. Everything else (compression, fragmentation,
+        autobahn's synchronous or chopped writes, frame logging, the size limit's error)
+        takes autobahn's own path.
+        """
+        length = len(payload)
+        if (
+            self.state != self.STATE_OPEN
+            or (self._perMessageCompress is not None and not doNotCompress)
+            or fragmentSize is not None
+            or self.autoFragmentSize > 0
+            or sync
+            or self.send_queue
+            or self.maskServerFrames
+            or 0 < self.maxMessagePayloadSize < length
+            or self.logFrames
+            or self.logOctets
+            or self.trackedTimings
+            or type(payload) is not bytes
+        ):
+            super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+            return
+        header = websocket_frame_header(2 if isBinary else 1, length)
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingWebSocketFrames += 1
+        stats.outgoingOctetsAppLevel += length
+        stats.outgoingOctetsWebSocketLevel += length
+        stats.outgoingOctetsWireLevel += len(header) + length
+        if length:
+            self.transport.writeSequence((header, payload))
+            if length >= EAGER_WRITE_BYTES and isinstance(self.transport, GatherWriteServer):
+                self.transport.send_now()
+        else:
+            self.transport.write(header)
+
     def handle_reply(self, message: dict[str, Any]) -> None:
+        if message.get("type") == SEND_FRAMES_EXTENSION:
+            # A whole Bokeh message (protocol.SEND_FRAMES_EXTENSION): its frames back to back.
+            # On a connection that is no longer open, the first sendMessage raises, as for
+            # a websocket.send.
+            for frame in message["frames"]:
+                if isinstance(frame, str):
+                    self.sendMessage(frame.encode("utf8"), False)
+                else:
+                    self.sendMessage(frame, True)
+            return
         if message.get("type") == "websocket.send" and self.state == self.STATE_OPEN:
             # daphne skips empty payloads ("if message.get('bytes')"), but an empty numpy
             # column is a 0-byte binary frame that BokehJS waits for.
@@ -261,6 +320,9 @@ class BokehDaphneServer(Server):
             # daphne leaves "scheme" out of WebSocket scopes, which ASGI then reads as "ws",
             # even over TLS; session_context.request.protocol comes from it.
             scope["scheme"] = "wss" if ISSLTransport.providedBy(protocol.transport) else "ws"
+        if scope.get("type") == "websocket":
+            # BokehWebSocketProtocol.handle_reply takes a whole message's frames in one send.
+            scope["extensions"] = {**(scope.get("extensions") or {}), SEND_FRAMES_EXTENSION: {}}
         if self.use_xheaders:
             apply_xheaders(scope)
         return super().create_application(protocol, scope)
@@ -313,6 +375,10 @@ class BokehDaphneServer(Server):
 
     def listen_success(self, port: Any) -> None:
         self._listening_ports.append(port)
+        if getattr(port, "transport", None) is tcp.Server:
+            # Every connection this port accepts writes without joining its buffers
+            # (wire.py); sockets of other kinds (UNIX, -u) keep Twisted's own.
+            port.transport = GatherWriteServer
         super().listen_success(port)
 
     def _install_signal_handlers(self) -> None:
