@@ -50,6 +50,17 @@ class BokehConsumer(AsyncConsumer):
     # connections' messages in channels_redis; relayed traffic arrives on the process channel.
     channel_layer_alias = "bokehserve.no-per-connection-layer"
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every message, which costs a
+        # trip to a worker thread and back (sync_to_async). A frame's handling never uses the
+        # database on the loop (hooks, app code and run_in_thread callbacks run in worker
+        # threads that close their own connections), so frames skip it; connect and
+        # disconnect keep Channels' behaviour.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     async def websocket_connect(self, event: dict[str, Any]) -> None:
         self.client = None
         self.relay = None
