@@ -23,6 +23,21 @@ _CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 _MESSAGE = re.compile(r'<li class="(success|warning|error|info)">(.*?)</li>', re.S)
 
 
+#: What an operator of the live-sessions admin needs: see the page, and act on it.
+OPERATOR_PERMISSIONS = ("view_livesession", "change_livesession")
+
+
+def make_user(name: str, *, staff: bool, perms: tuple[str, ...] = ()) -> Any:
+    """A user in the test database, staff or not, with these bokehserve_django permissions."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model()._default_manager.create_user(name, is_staff=staff)
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="bokehserve_django"))
+    return user
+
+
 def session_cookie(user: Any) -> str:
     """The ``sessionid`` of a Django session signed in as ``user`` (needs database access)."""
     from django.test import Client

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 from bokeh.util.token import get_session_id
-from django.contrib.auth.models import Permission
 
-from tests.admin_client import AdminClient
+from tests.admin_client import OPERATOR_PERMISSIONS, AdminClient, make_user
 from tests.browser.helpers import PageWatcher
 from tests.live import LiveServer
 
@@ -44,12 +43,7 @@ def sync_orm_beside_playwright(monkeypatch) -> None:
 
 @pytest.fixture
 def admin_client(sync_orm_beside_playwright, transactional_db, live) -> AdminClient:
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model()._default_manager.create_user("operator", is_staff=True)
-    for codename in ("view_livesession", "change_livesession"):
-        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="bokehserve_django"))
-    client = AdminClient(live.url, user)
+    client = AdminClient(live.url, make_user("operator", staff=True, perms=OPERATOR_PERMISSIONS))
     assert client.get(PAGE)[0] == 200
     return client
 

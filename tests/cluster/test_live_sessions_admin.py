@@ -17,11 +17,10 @@ import time
 
 import pytest
 from bokeh.util.token import get_session_id
-from django.contrib.auth.models import Permission
 
 from bokehserve_django.cluster import inventory
 from bokehserve_django.protocol import CloseCode
-from tests.admin_client import AdminClient
+from tests.admin_client import OPERATOR_PERMISSIONS, AdminClient, make_user
 from tests.cluster.conftest import start_servers
 from tests.cluster.helpers import close_all, connect, describe, fresh_token, relayed
 
@@ -32,18 +31,9 @@ ACTIONS = PAGE + "actions/"
 NOTICE = PAGE + "notice/"
 
 
-def _user(name: str, *, staff: bool, perms: tuple[str, ...] = ()):
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model()._default_manager.create_user(name, is_staff=staff)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="bokehserve_django"))
-    return user
-
-
 @pytest.fixture
 def operator(transactional_db):
-    return _user("operator", staff=True, perms=("view_livesession", "change_livesession"))
+    return make_user("operator", staff=True, perms=OPERATOR_PERMISSIONS)
 
 
 def _row(page: str, session_id: str) -> str:
@@ -114,7 +104,7 @@ async def test_staff_see_both_processes_and_close_a_session_of_the_other(cluster
 
 
 def test_non_staff_get_403_and_anonymous_visitors_the_login(cluster, transactional_db) -> None:
-    plain = _user("plain", staff=False, perms=("view_livesession", "change_livesession"))
+    plain = make_user("plain", staff=False, perms=OPERATOR_PERMISSIONS)
     for server in (cluster.a, cluster.b):
         assert AdminClient(server.url, plain).get(PAGE)[0] == 403
         status, headers, _ = AdminClient(server.url).get(PAGE)

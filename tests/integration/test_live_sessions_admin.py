@@ -15,11 +15,10 @@ import time
 
 import pytest
 from bokeh.util.token import get_session_id
-from django.contrib.auth.models import Permission
 
 from bokehserve_django.cluster import inventory
 from bokehserve_django.protocol import CloseCode
-from tests.admin_client import AdminClient, session_cookie
+from tests.admin_client import OPERATOR_PERMISSIONS, AdminClient, make_user, session_cookie
 from tests.bokeh_client import PROTOCOL
 from tests.cluster.helpers import HookLog, close_all, connect, fresh_token
 from tests.live import LiveServer
@@ -41,18 +40,9 @@ def live(hook_log: HookLog):
     server.stop()
 
 
-def _user(name: str, *, staff: bool, perms: tuple[str, ...] = ()):
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model()._default_manager.create_user(name, is_staff=staff)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="bokehserve_django"))
-    return user
-
-
 @pytest.fixture
 def operator(transactional_db):
-    return _user("operator", staff=True, perms=("view_livesession", "change_livesession"))
+    return make_user("operator", staff=True, perms=OPERATOR_PERMISSIONS)
 
 
 def _wait_for(predicate, seconds: float = 10, what: str = "") -> None:
@@ -69,17 +59,17 @@ class TestWhoMaySee:
         assert headers["Location"].startswith("/admin/login/?next=/admin/bokehserve_django/livesession/")
 
     def test_signed_in_users_who_are_not_staff_get_403(self, live, transactional_db) -> None:
-        plain = _user("plain", staff=False, perms=("view_livesession", "change_livesession"))
+        plain = make_user("plain", staff=False, perms=OPERATOR_PERMISSIONS)
         client = AdminClient(live.url, plain)
         assert client.get(PAGE)[0] == 403
         assert client.post(ACTIONS, {"action": "close", "session": "echo/x/"}, csrf=False)[0] == 403
 
     def test_staff_without_the_permission_get_403(self, live, transactional_db) -> None:
-        staff = _user("nopermission", staff=True)
+        staff = make_user("nopermission", staff=True)
         assert AdminClient(live.url, staff).get(PAGE)[0] == 403
 
     async def test_view_only_staff_see_sessions_but_cannot_close_them(self, live, transactional_db, hook_log) -> None:
-        viewer = await asyncio.to_thread(_user, "viewer", staff=True, perms=("view_livesession",))
+        viewer = await asyncio.to_thread(make_user, "viewer", staff=True, perms=("view_livesession",))
         token = fresh_token()
         peer = await connect(live.url, token, app="hooks")
         try:
@@ -155,7 +145,7 @@ class TestActions:
         await asyncio.to_thread(_wait_for, unused_shown, 5, "the session shown without connections")
 
     async def test_close_every_session_of_a_user_leaves_them_signed_in(self, live, operator) -> None:
-        bob = await asyncio.to_thread(_user, "bob", staff=False)
+        bob = await asyncio.to_thread(make_user, "bob", staff=False)
         cookie = await asyncio.to_thread(session_cookie, bob)
         headers = {"Cookie": f"sessionid={cookie}"}
         bobs = [await connect(live.url, fresh_token(), app="echo", additional_headers=headers) for _ in range(2)]
