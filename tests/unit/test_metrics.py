@@ -390,15 +390,10 @@ def test_multiprocess_mode_sums_live_gauges_and_keeps_dead_processes_counters(tm
 
 def test_without_prometheus_client_events_are_no_ops_and_the_path_says_how_to_install() -> None:
     report = _python("""
-        import asyncio, importlib, json, pkgutil, django
+        import asyncio, json, django
         django.setup()
-        import bokehserve_django
-        failed = {}
-        for module in pkgutil.walk_packages(bokehserve_django.__path__, "bokehserve_django."):
-            try:
-                importlib.import_module(module.name)
-            except ImportError as exc:
-                failed[module.name] = str(exc)
+        from tests.module_imports import failing_imports
+        failed = failing_imports()
         from bokehserve_django import metrics
         from bokeh.protocol import Protocol
         message = Protocol().create("PULL-DOC-REQ")
