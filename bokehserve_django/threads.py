@@ -251,7 +251,7 @@ def make_run_state_per_thread() -> None:
     global _patched
     with _state_lock:
         if not _patched:
-            _patch_curdoc_per_thread()
+            ensure_curdoc_per_thread()
             _patch_io_functions()
             _patch_code_runner()
             _patch_failure_recording()
@@ -278,7 +278,8 @@ class _ThreadLocalStack(threading.local):
         return self.items[index]
 
 
-def _patch_curdoc_per_thread() -> None:
+def ensure_curdoc_per_thread() -> None:
+    """Make ``curdoc()`` overrides per thread before code pushes one in a worker thread (idempotent)."""
     import bokeh.io.doc as bokeh_io_doc
 
     if not isinstance(bokeh_io_doc._PATCHED_CURDOCS, _ThreadLocalStack):
@@ -473,8 +474,3 @@ def _patch_panel_if_loaded() -> None:
     handlers.handle_exception = _record_failure
     handlers._monkeypatch_io = _io_loggers_for_this_thread
     handlers._bokehserve_patched = True
-
-
-def ensure_curdoc_per_thread() -> None:
-    """Make ``curdoc()`` overrides per thread before code pushes one in a worker thread (idempotent)."""
-    _patch_curdoc_per_thread()
