@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -418,6 +419,36 @@ PROFILE_BUCKETS: list[tuple[str, str]] = [
 ]
 
 
+def _any(test: Callable[[str], bool]) -> Callable[[list[str]], bool]:
+    return lambda frames: any(test(f) for f in frames)
+
+
+def _in_cluster(frame: str) -> bool:
+    # LifecycleMiddleware wraps the whole ASGI app: under it is everything, not cluster work.
+    return "bokehserve_django/cluster/" in frame and "cluster/lifecycle.py" not in frame
+
+
+def _relay_own(frames: list[str]) -> bool:
+    """A sample in the relay but not in the Bokeh message handling the owner's relay hands a
+    message to (ClientConnection.feed: the work a local WebSocket's message costs too)."""
+    relay = [i for i, f in enumerate(frames) if "bokehserve_django/cluster/relay" in f]
+    return bool(relay) and not any("ClientConnection.feed" in f for f in frames[relay[0]:])
+
+
+#: A sample counts for a label when the test holds for its stack (outermost frame first):
+#: what a piece costs with its callees. (py-spy --gil writes paths relative to sys.path.)
+PROFILE_INCLUSIVE: list[tuple[str, Callable[[list[str]], bool]]] = [
+    ("app code (procs_widget.py, with the bokeh models it builds)",
+     _any(lambda f: "widget.py:" in f and "bokeh/" not in f)),
+    ("bokeh serialization (PULL-DOC-REPLY, page)", _any(lambda f: "bokeh/core/serialization" in f)),
+    ("our cluster/ but its ASGI middleware (relay, placement, membership)", _any(_in_cluster)),
+    ("  the relay (cluster/relay.py), with the messages it hands on", _any(lambda f: "cluster/relay" in f)),
+    ("  the relay's own work, Redis sends included", _relay_own),
+    ("channels_redis + redis-py, from anywhere", _any(lambda f: "redis/" in f)),
+    ("gc.collect() after destroyed sessions (sessions.py)", _any(lambda f: "collect_garbage_soon" in f)),
+]
+
+
 def bucket_of(frames: list[str]) -> str:
     """The innermost frame that belongs to a known package decides (a sample in json called from
     the relay is json's; the relay's own lines are the relay's)."""
@@ -483,6 +514,7 @@ def print_profile(raws: dict[int, Path], top: int) -> None:
     total = 0
     for pid, raw in raws.items():
         buckets: collections.Counter[str] = collections.Counter()
+        inclusive: collections.Counter[str] = collections.Counter()
         lines = raw.read_text().splitlines() if raw.exists() else []
         for line in lines:
             stack, _, count = line.rpartition(" ")
@@ -491,13 +523,20 @@ def print_profile(raws: dict[int, Path], top: int) -> None:
             frames = stack.split(";")
             samples = int(count)
             buckets[bucket_of(frames)] += samples
+            for label, matches in PROFILE_INCLUSIVE:
+                if matches(frames):
+                    inclusive[label] += samples
             name, _, where = frames[-1].partition(" (")
             own[f"{name} {where.rstrip(')').rsplit('/', 1)[-1]}"] += samples
         n = sum(buckets.values())
         total += n
-        print(f"\nprocess {pid}: {n} samples ({raw})")
+        print(f"\nprocess {pid}: {n} samples ({raw}); by the innermost known package:")
         for name, k in buckets.most_common():
             print(f"  {100 * k / n:5.1f}%  {name}")
+        if n:
+            print("  inclusive:")
+            for label, _ in PROFILE_INCLUSIVE:
+                print(f"  {100 * inclusive[label] / n:5.1f}%  {label}")
     if not total:
         print("no samples (did py-spy attach? it needs ptrace permission)")
         return
