@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Processes behind nginx: session opens per second with 1 process and with --num-procs 2.
 
-    .venv/bin/python bench/procs.py                 # 3 runs, both servers (about 4 minutes)
+    .venv/bin/python bench/procs.py                 # 3 runs, both servers (25 min on a busy 2-core machine)
     .venv/bin/python bench/procs.py --quick         # smaller counts, 1 run
     .venv/bin/python bench/procs.py --cases bokeh-2,runbokeh-2 --repeat 5
     .venv/bin/python bench/procs.py --profile runbokeh-2    # one case under py-spy, no figures
@@ -279,7 +279,7 @@ class Bench:
         figures["client_cpu_ms"].append(1000 * ccpu / n)
         figures["total_cpu_ms"].append(1000 * ours / n)
         figures["ceiling_per_s"].append(2 * n / ours)
-        # The measured window runs to the last close; the machine figure covers the same window only roughly.
+        # Busy time of the whole machine over the same window, less ours: as % of 2 cores.
         figures["others_cpu_pct"].append(max(0.0, 100 * (busy - ours) / total * (os.cpu_count() or 1) / 2))
         self.check_logs(run, case, server, ids, figures)
         print(
