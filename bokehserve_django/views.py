@@ -135,8 +135,7 @@ async def open_session(request: HttpRequest, app_name: str, user: Any = None) ->
         # browser (re)connects, the page reloads instead of getting someone else's document.
         extra = {**requested, **token_claims(user), PAGE_TOKEN_KEY: True}
         payload = token_payload_for(session_request, extra)
-        token = signing.generate_token(session_id, extra_payload=payload)
-        payload = signing.read_token(token).payload
+        token, payload = signing.generate_token_with_payload(session_id, extra_payload=payload)
     await ensure_started()
     placement = await locate(app_name, session_id, must_exist=False)
     if placement.where is Where.RELAYED:
