@@ -78,17 +78,23 @@ async def user_for_websocket(scope_user: Any, payload: dict[str, Any]) -> Any:
     user_pk = payload.get(TOKEN_USER_KEY)
     if user_pk is None or not bokeh_settings.sign_sessions:
         return scope_user if scope_user is not None else AnonymousUser()
+    from channels.db import database_sync_to_async
+
     issued = float(payload.get(TOKEN_ISSUED_KEY, 0))
     if is_revoked(user_pk, issued) or await _revoked_in_cluster(user_pk, issued):
         logger.info("Token for user %s was issued before they signed out; treating as anonymous", user_pk)
         return AnonymousUser()
-    user = await sync_to_async(_active_user)(user_pk)
+    # database_sync_to_async: closes stale connections in the thread, as a WebSocket's
+    # handlers do not (BokehConsumer.dispatch).
+    user = await database_sync_to_async(_active_user)(user_pk)
     return user if user is not None else AnonymousUser()
 
 
 async def user_for_relayed_client(user_pk: str | None, payload: dict[str, Any]) -> Any:
     """The Django user of a WebSocket relayed from another process, which sent the user's pk."""
-    user = await sync_to_async(_active_user)(user_pk) if user_pk is not None else None
+    from channels.db import database_sync_to_async
+
+    user = await database_sync_to_async(_active_user)(user_pk) if user_pk is not None else None
     return await user_for_websocket(user, {})
 
 

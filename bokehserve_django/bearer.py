@@ -194,7 +194,11 @@ async def user_for_scope(scope: dict[str, Any], app_name: str) -> Any:
     credential = _bearer_credential(values[0].decode("latin-1") if values else None)
     if credential is None:
         return None
-    return await sync_to_async(_check)(credential, app_name)
+    from channels.db import database_sync_to_async
+
+    # database_sync_to_async: closes stale connections in the thread, as the WebSocket
+    # consumer's handlers do not (BokehConsumer.dispatch).
+    return await database_sync_to_async(_check)(credential, app_name)
 
 
 def refusal_response(exc: BearerTokenRefused) -> Any:

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from channels.consumer import AsyncConsumer
+from channels.consumer import AsyncConsumer, get_handler_name
+from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 
 from . import bearer, registry, security, signing
@@ -51,15 +51,18 @@ class BokehConsumer(AsyncConsumer):
     channel_layer_alias = "bokehserve.no-per-connection-layer"
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels closes stale database connections before every message, which costs a
-        # trip to a worker thread and back (sync_to_async). A frame's handling never uses the
-        # database on the loop (hooks, app code and run_in_thread callbacks run in worker
-        # threads that close their own connections), so frames skip it; connect and
-        # disconnect keep Channels' behaviour.
-        if message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-            return
-        await super().dispatch(message)
+        # Channels' AsyncConsumer.dispatch awaits close_old_connections() in a worker thread
+        # (sync_to_async) before every message: a trip to a thread and back, GIL hand-offs
+        # included, which was a third of the loop's time in a WebSocket handshake. Nothing a
+        # handler here runs on the loop uses the database: the handshake's queries (bearer
+        # token, the token's user, the access policy) go through database_sync_to_async, which
+        # closes stale connections in its own thread, before and after the query, as this hop
+        # did; app code, hooks and run_in_thread callbacks run in worker threads that close
+        # their own. So every message goes straight to its handler.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']!r}")
+        await handler(message)
 
     async def websocket_connect(self, event: dict[str, Any]) -> None:
         self.client = None
@@ -93,7 +96,7 @@ class BokehConsumer(AsyncConsumer):
             request = from_websocket_scope(self.scope, info.payload, user)
             if not entry.access.is_public:
                 access_request = AccessRequest.for_websocket(self.scope, app_name, user, request.arguments)
-                if not await sync_to_async(entry.access.allows_sync)(access_request):
+                if not await database_sync_to_async(entry.access.allows_sync)(access_request):
                     raise SessionRefused(f"user {getattr(user, 'pk', None)} has no access ({entry.access.description})")
             await ensure_started()
             placement = await locate(app_name, info.session_id, must_exist=is_page_token(info.payload))

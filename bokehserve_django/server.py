@@ -21,18 +21,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
 import io
 import ipaddress
 import logging
 import os
+import pprint
 import signal
 import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
+import autobahn.websocket.protocol as autobahn_protocol
 from autobahn.util import encode_truncate
 from autobahn.websocket.compress import (
     PerMessageDeflate,
@@ -96,6 +100,36 @@ class _LeveledPerMessageDeflate(PerMessageDeflate):
             )
 
 
+class _FormattedWhenLogged:
+    """``pprint.pformat(value)``, computed when a log line is formatted (``str()``/``format()``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+@contextlib.contextmanager
+def _pformat_when_logged() -> Iterator[None]:
+    """While autobahn sets up a connection, its ``pformat`` defers the work to the log line.
+
+    Only for ``_connectionMade``, where autobahn's one use of it is a log argument (elsewhere,
+    ``Timings.__str__`` must return a str). Loop thread only, as all of autobahn here.
+    """
+    original = autobahn_protocol.pformat
+    autobahn_protocol.pformat = _FormattedWhenLogged
+    try:
+        yield
+    finally:
+        autobahn_protocol.pformat = original
+
+
 class BokehWebSocketProtocol(WebSocketProtocol):
     """daphne's WebSocket protocol, sending the close reason the application gives."""
 
@@ -103,6 +137,13 @@ class BokehWebSocketProtocol(WebSocketProtocol):
     #: abortConnection() that bounds it.
     _lingering = False
     _linger_bound: Any = None
+
+    def _connectionMade(self) -> None:
+        # autobahn formats its whole configuration (some 30 options) with pprint.pformat for a
+        # debug log line on every new connection, whether debug logging is on or not: ~0.15 ms
+        # of a WebSocket handshake. The line gets the same text, formatted only if written.
+        with _pformat_when_logged():
+            super()._connectionMade()
 
     def onOpen(self) -> None:
         level = getattr(self.factory, "bokeh_compression_level", None)

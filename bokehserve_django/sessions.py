@@ -319,6 +319,27 @@ def _destroy_unserved_document(document: Document) -> None:
         document.modules.destroy()
 
 
+def _has_process_request(application: Application) -> bool:
+    """Whether the app, or any of its handlers, has a ``process_request`` of its own.
+
+    bokeh's ``Handler.process_request`` returns ``{}``; an app made only of handlers that keep
+    it (a script, a notebook, a function) adds nothing to a session's token, so the page
+    need not wait for a pool thread to learn that. Checked per request: handlers can be
+    added to an Application at any time.
+    """
+    from bokeh.application import Application as BokehApplication
+    from bokeh.application.handlers.handler import Handler
+
+    def own(holder: Any, inherited: Callable[..., Any]) -> bool:
+        # A bound method of the inherited function, or anything else (a subclass's
+        # override, a function set on the instance).
+        return getattr(getattr(holder, "process_request", None), "__func__", None) is not inherited
+
+    return own(application, BokehApplication.process_request) or any(
+        own(handler, Handler.process_request) for handler in application.handlers
+    )
+
+
 def _frames_of(message: Message[Any]) -> list[str | bytes]:
     from .protocol import message_frames
 
@@ -423,6 +444,8 @@ class AppSessions:
         with the traceback; past APP_CODE_TIMEOUT, AppTimedOut.
         """
         await self.wait_loaded()
+        if not _has_process_request(self.application):
+            return {}  # what bokeh's would return, without a trip to a pool thread and back
         try:
             extra = await hooks.run(self.name, "process_request", self.application.process_request, request)
         except AppCodeTimeout as exc:

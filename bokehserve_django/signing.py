@@ -8,6 +8,7 @@ Knows no request and no scope.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -37,6 +38,7 @@ __all__ = (
     "check_session_id",
     "generate_session_id",
     "generate_token",
+    "generate_token_with_payload",
     "read_token",
     "secret_key",
 )
@@ -75,7 +77,13 @@ def secret_key() -> bytes:
     configured = bokeh_settings.SECRET_KEY
     if configured:
         return configured.encode() if isinstance(configured, str) else bytes(configured)
-    return hmac.new(settings.SECRET_KEY.encode(), b"bokehserve_django.session-signing", hashlib.sha256).hexdigest().encode()
+    return _derived_key(settings.SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _derived_key(django_secret_key: str) -> bytes:
+    # Every token read or made needs the key: derive it once per Django key.
+    return hmac.new(django_secret_key.encode(), b"bokehserve_django.session-signing", hashlib.sha256).hexdigest().encode()
 
 
 def generate_session_id() -> str:
@@ -94,6 +102,19 @@ def generate_token(session_id: str, extra_payload: dict[str, Any] | None = None,
         extra_payload=extra_payload,
         expiration=expiration,
     )
+
+
+def generate_token_with_payload(
+    session_id: str, extra_payload: dict[str, Any] | None = None, expiration: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """A token as ``generate_token`` makes it, and its payload as ``read_token`` will read it back.
+
+    For the request that makes a session and its token at once: the session gets the payload
+    its WebSocket will carry (through JSON, with ``session_expiry``) without checking the
+    signature and size of a token made a moment ago.
+    """
+    token = generate_token(session_id, extra_payload=extra_payload, expiration=expiration)
+    return token, get_token_payload(token)
 
 
 @dataclass(frozen=True)

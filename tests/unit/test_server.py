@@ -402,3 +402,40 @@ class TestSendFramesExtension:
         server.create_application(protocol, {"type": "http"})
         assert seen[0]["extensions"] == {"x": {}, SEND_FRAMES_EXTENSION: {}}
         assert "extensions" not in seen[1]
+
+
+class TestConnectionSetupLogging:
+    """autobahn's per-connection debug line is formatted only when it is written."""
+
+    def test_the_deferred_text_is_pformats(self) -> None:
+        import pprint
+
+        import autobahn.websocket.protocol as autobahn_protocol
+
+        options = [("autoPingInterval", 0), ("maxMessagePayloadSize", 20 * 2**20), ("openHandshakeTimeout", 30)]
+        with server_module._pformat_when_logged():
+            deferred = autobahn_protocol.pformat(options)
+        assert autobahn_protocol.pformat is pprint.pformat
+        assert "\n{attrs}".format(attrs=deferred) == "\n" + pprint.pformat(options)  # noqa: UP032 - as txaio formats the line
+
+    def test_it_is_restored_when_the_setup_fails(self) -> None:
+        import pprint
+
+        import autobahn.websocket.protocol as autobahn_protocol
+
+        with pytest.raises(RuntimeError), server_module._pformat_when_logged():
+            raise RuntimeError("setup failed")
+        assert autobahn_protocol.pformat is pprint.pformat
+
+    def test_a_connection_is_set_up_without_formatting_its_options(self, monkeypatch) -> None:
+        import pprint
+
+        from autobahn.websocket.protocol import WebSocketServerFactory
+
+        formatted: list[object] = []
+        monkeypatch.setattr(pprint.PrettyPrinter, "pformat", lambda self, value: formatted.append(value) or "")
+        protocol = BokehWebSocketProtocol()
+        protocol.factory = WebSocketServerFactory()
+        protocol._connectionMade()
+        assert formatted == []
+        assert protocol.state == protocol.STATE_CONNECTING

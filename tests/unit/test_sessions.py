@@ -134,3 +134,50 @@ class TestLifecycle:
         assert "s5" not in runtime.app("raises")
         # Other apps are unaffected.
         assert (await create("echo", "s6")).document.roots
+
+
+class TestProcessRequestShortcut:
+    """Apps whose handlers keep bokeh's empty process_request skip the trip to the pool."""
+
+    def test_which_apps_have_a_process_request_of_their_own(self) -> None:
+        from bokeh.application import Application
+        from bokeh.application.handlers import DirectoryHandler, FunctionHandler, ScriptHandler
+
+        from bokehserve_django.sessions import _has_process_request
+
+        assert not _has_process_request(Application(ScriptHandler(filename=str(APPS / "echo.py"))))
+        assert not _has_process_request(Application(FunctionHandler(lambda doc: None)))
+        assert _has_process_request(Application(DirectoryHandler(filename=str(APPS / "guide_layout"))))
+
+        handler = FunctionHandler(lambda doc: None)
+        handler.process_request = lambda request: {"set": "on the instance"}
+        assert _has_process_request(Application(handler))
+
+        class OwnApplication(Application):
+            def process_request(self, request):
+                return {"from": "the application"}
+
+        assert _has_process_request(OwnApplication(FunctionHandler(lambda doc: None)))
+
+    async def test_an_app_without_one_gets_an_empty_dict_and_no_pool_thread(self, started, monkeypatch) -> None:
+        from bokehserve_django import hooks
+
+        async def no_pool(*args, **kwargs):
+            raise AssertionError("process_request went to the app-code pool")
+
+        monkeypatch.setattr(hooks, "run", no_pool)
+        assert await runtime.app("echo").process_request(SessionRequest(), "some-session") == {}
+
+    async def test_an_app_with_one_still_runs_it(self, started, monkeypatch) -> None:
+        from bokehserve_django import hooks
+
+        ran: list[str] = []
+
+        async def recording_pool(app_name, what, func, *args, **kwargs):
+            ran.append(f"{app_name}: {what}")
+            return {"from": "the pool"}
+
+        monkeypatch.setattr(hooks, "run", recording_pool)
+        monkeypatch.setattr(runtime.app("echo").application, "process_request", lambda request: {})
+        assert await runtime.app("echo").process_request(SessionRequest(), "some-session") == {"from": "the pool"}
+        assert ran == ["echo: process_request"]

@@ -54,6 +54,13 @@ class TestTokens:
         assert info.payload["arguments"] == {"N": ["5"]}
         assert get_token_payload(token)["arguments"] == {"N": ["5"]}
 
+    def test_a_token_made_with_its_payload_reads_back_as_that_payload(self, signed) -> None:
+        session_id = signing.generate_session_id()
+        extra = {"arguments": {"N": [b"5"]}, "cookies": {"a": "b"}, "bokehserve_page": True}
+        token, payload = signing.generate_token_with_payload(session_id, extra_payload=extra)
+        assert payload == signing.read_token(token).payload
+        assert payload["arguments"] == {"N": [b"5"]} and "session_expiry" in payload
+
     def test_key_is_derived_from_django_secret_key(self, settings) -> None:
         settings.BOKEHSERVE = {}
         first = signing.secret_key()
