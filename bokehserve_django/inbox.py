@@ -19,7 +19,11 @@ __all__ = ("Inbox",)
 
 
 class Inbox:
-    """A FIFO of ASGI events for one reader: ``put_nowait`` from the loop, ``await get()``."""
+    """A FIFO of ASGI events for one reader: ``put_nowait`` from the loop, ``await get()``.
+
+    Always true, like an ``asyncio.Queue``: daphne's HTTP request tests ``if
+    self.application_queue:`` to mean "an application was started" (so: no ``__len__``).
+    """
 
     __slots__ = ("_events", "_reader")
 

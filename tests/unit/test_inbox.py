@@ -36,6 +36,9 @@ class TestInbox:
         assert inbox.qsize() == 1
         assert await inbox.get() == {"type": "websocket.disconnect"}
 
+    def test_an_empty_inbox_is_true_as_daphne_expects_of_its_queue(self) -> None:
+        assert Inbox()
+
     async def test_an_idle_inbox_holds_no_queue(self) -> None:
         inbox = Inbox()
         inbox.put_nowait({"type": "websocket.connect"})
