@@ -133,9 +133,9 @@ class BokehWebSocketProtocol(WebSocketProtocol):
           finishes, so the channel's pause/resume do nothing for the WebSocket
           (``HTTPChannel._handlingRequest`` stays true): unregistering it changes no flow control.
           (Under TLS the transport is a wrapper that keeps its producer elsewhere; left as is.)
-        - autobahn's parsed request headers and raw request bytes, and daphne's
-          ``ConnectionRequest``: read only while the handshake is processed (the ASGI scope
-          has its own list of the headers).
+        - autobahn's parsed request headers, raw request bytes and offered subprotocols (the
+          session token among them), and daphne's ``ConnectionRequest``: read only while the
+          handshake is processed (the ASGI scope has its own lists of both).
 
         About 4 KiB per open session.
         """
@@ -144,6 +144,7 @@ class BokehWebSocketProtocol(WebSocketProtocol):
             transport.unregisterProducer()
         self.http_headers = {}
         self.http_request_data = b""
+        self.websocket_protocols = []
         self.request = None
 
     def sendMessage(

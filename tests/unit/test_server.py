@@ -439,10 +439,12 @@ class TestPerConnectionState:
         protocol.transport = transport = ProducerTransport()
         protocol.http_headers = {"host": "127.0.0.1:5006", "cookie": "x" * 500}
         protocol.http_request_data = b"GET /app/ws HTTP/1.1\r\n" + b"x" * 500
+        protocol.websocket_protocols = ["bokeh", "t" * 400]
         protocol.request = SimpleNamespace(headers=protocol.http_headers)
         protocol._release_handshake_state()
         assert transport.producer is None
         assert (protocol.http_headers, protocol.http_request_data, protocol.request) == ({}, b"", None)
+        assert protocol.websocket_protocols == []
 
     def test_another_producer_stays_registered(self) -> None:
         other = object()
