@@ -50,6 +50,20 @@ class BokehConsumer(AsyncConsumer):
     # connections' messages in channels_redis; relayed traffic arrives on the process channel.
     channel_layer_alias = "bokehserve.no-per-connection-layer"
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Channels' AsyncConsumer.__call__ for a consumer without a channel layer (see
+        # channel_layer_alias): messages go straight from receive() to dispatch(). Channels'
+        # await_many_dispatch would wrap every receive() in a new Task, which an open session
+        # keeps waiting all its life (~1.5 KiB each), and would make one more per frame.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' AsyncConsumer.dispatch awaits close_old_connections() in a worker thread
         # (sync_to_async) before every message: a trip to a thread and back, GIL hand-offs

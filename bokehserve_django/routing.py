@@ -55,7 +55,10 @@ class SessionAuthMiddleware:
         cookies = b"; ".join(value for name, value in scope.get("headers", []) if name == b"cookie")
         if cookie_name + b"=" in cookies:
             return await self.with_auth(scope, receive, send)
-        return await self.inner({**scope, "user": AnonymousUser()}, receive, send)
+        # Set in place, not in a copy: the copy would live as long as the WebSocket, and the
+        # URLRouter inside makes its own copy of the scope anyway.
+        scope["user"] = AnonymousUser()
+        return await self.inner(scope, receive, send)
 
 
 def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:

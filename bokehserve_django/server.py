@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import faulthandler
+import functools
 import io
 import ipaddress
 import logging
@@ -51,7 +52,9 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.http import HTTPChannel
 
+from .inbox import Inbox
 from .protocol import SEND_FRAMES_EXTENSION, CloseCode
 from .wire import EAGER_WRITE_BYTES, GatherWriteServer, websocket_frame_header
 
@@ -160,7 +163,30 @@ class BokehWebSocketProtocol(WebSocketProtocol):
             self.websocket_extensions_in_use = [
                 leveled if extension is deflate else extension for extension in self.websocket_extensions_in_use
             ]
+        self._release_handshake_state()
         super().onOpen()
+
+    def _release_handshake_state(self) -> None:
+        """Let go of what only the opening handshake needed, which would otherwise live as long as the WebSocket.
+
+        - The upgrade's Twisted HTTP channel and request, which stay registered as the
+          transport's producer after daphne hands the transport over. Their request never
+          finishes, so the channel's pause/resume do nothing for the WebSocket
+          (``HTTPChannel._handlingRequest`` stays true): unregistering it changes no flow control.
+          (Under TLS the transport is a wrapper that keeps its producer elsewhere; left as is.)
+        - autobahn's parsed request headers, raw request bytes and offered subprotocols (the
+          session token among them), and daphne's ``ConnectionRequest``: read only while the
+          handshake is processed (the ASGI scope has its own lists of both).
+
+        About 4 KiB per open session.
+        """
+        transport = self.transport
+        if isinstance(getattr(transport, "producer", None), HTTPChannel):
+            transport.unregisterProducer()
+        self.http_headers = {}
+        self.http_request_data = b""
+        self.websocket_protocols = []
+        self.request = None
 
     def sendMessage(
         self,
@@ -366,7 +392,26 @@ class BokehDaphneServer(Server):
             scope["extensions"] = {**(scope.get("extensions") or {}), SEND_FRAMES_EXTENSION: {}}
         if self.use_xheaders:
             apply_xheaders(scope)
-        return super().create_application(protocol, scope)
+        return self._start_application(protocol, scope)
+
+    def _start_application(self, protocol: Any, scope: dict[str, Any]) -> Inbox | None:
+        """daphne's ``Server.create_application`` (4.2), with an ``Inbox`` for its ``asyncio.Queue``.
+
+        The queue lives as long as the connection, so for an open Bokeh session it is ~3 KiB
+        of deques where an Inbox holds none while idle (see inbox.py).
+        """
+        assert "application_instance" not in self.connections[protocol]
+        inbox = Inbox()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope, receive=inbox.get, send=functools.partial(self.handle_reply, protocol),
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop(),
+        )
+        return inbox
 
     @property
     def ws_factory(self) -> Any:

@@ -388,13 +388,11 @@ class TestSendFramesExtension:
         assert transport.writes == []
 
     def test_the_server_offers_it_in_websocket_scopes_only(self, monkeypatch) -> None:
-        from daphne.server import Server
-
         from bokehserve_django.protocol import SEND_FRAMES_EXTENSION
         from bokehserve_django.server import BokehDaphneServer
 
         seen: list[dict[str, Any]] = []
-        monkeypatch.setattr(Server, "create_application", lambda self, protocol, scope: seen.append(scope))
+        monkeypatch.setattr(BokehDaphneServer, "_start_application", lambda self, protocol, scope: seen.append(scope))
         server = BokehDaphneServer.__new__(BokehDaphneServer)  # no reactor, no ports
         server.use_xheaders = False
         protocol = SimpleNamespace(transport=SimpleNamespace())
@@ -439,3 +437,56 @@ class TestConnectionSetupLogging:
         protocol._connectionMade()
         assert formatted == []
         assert protocol.state == protocol.STATE_CONNECTING
+
+
+class TestPerConnectionState:
+    """What an open WebSocket keeps: no handshake leftovers, and an Inbox instead of asyncio.Queue."""
+
+    async def test_the_application_reads_from_an_inbox_that_daphne_fills(self) -> None:
+        import asyncio
+
+        from bokehserve_django.inbox import Inbox
+        from bokehserve_django.server import BokehDaphneServer
+
+        received: list[dict[str, Any]] = []
+
+        async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            received.append(await receive())
+
+        server = BokehDaphneServer.__new__(BokehDaphneServer)  # no reactor, no ports
+        server.application = application
+        protocol = object()
+        server.connections = {protocol: {}}
+        inbox = server._start_application(protocol, {"type": "websocket"})
+        assert isinstance(inbox, Inbox)
+        inbox.put_nowait({"type": "websocket.connect"})
+        await asyncio.wait_for(server.connections[protocol]["application_instance"], 5)
+        assert received == [{"type": "websocket.connect"}]
+
+    def test_the_upgrade_request_is_let_go_once_the_websocket_is_open(self) -> None:
+        from twisted.web.http import HTTPChannel
+
+        class ProducerTransport:
+            producer: Any = HTTPChannel()
+
+            def unregisterProducer(self) -> None:
+                self.producer = None
+
+        protocol = BokehWebSocketProtocol()
+        protocol.transport = transport = ProducerTransport()
+        protocol.http_headers = {"host": "127.0.0.1:5006", "cookie": "x" * 500}
+        protocol.http_request_data = b"GET /app/ws HTTP/1.1\r\n" + b"x" * 500
+        protocol.websocket_protocols = ["bokeh", "t" * 400]
+        protocol.request = SimpleNamespace(headers=protocol.http_headers)
+        protocol._release_handshake_state()
+        assert transport.producer is None
+        assert (protocol.http_headers, protocol.http_request_data, protocol.request) == ({}, b"", None)
+        assert protocol.websocket_protocols == []
+
+    def test_another_producer_stays_registered(self) -> None:
+        other = object()
+        transport = SimpleNamespace(producer=other, unregisterProducer=lambda: pytest.fail("unregistered"))
+        protocol = BokehWebSocketProtocol()
+        protocol.transport = transport
+        protocol._release_handshake_state()
+        assert transport.producer is other
