@@ -658,6 +658,7 @@ class SessionRuntime:
 
         self._loop = asyncio.get_running_loop()
         self._started = True
+        freeze_startup_heap()
         for name, entry in registry.registered_apps().items():
             if entry.application is None:
                 continue
@@ -908,6 +909,21 @@ class SessionRuntime:
             release_free_memory()
 
         self._gc_handle = loop.call_later(delay, collect)
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive now out of the garbage collector's reach (``gc.freeze()``).
+
+    What a serving process has loaded by now (Django, Twisted, autobahn, bokeh's models,
+    the site's modules: some 70 MiB of Python objects) lives as long as the process. CPython's
+    full collections, which session opens trigger by allocating many models, and the
+    collect after destroyed documents (collect_garbage_soon) would traverse all of it each
+    time: a fifth of the CPU of a session open. Frozen objects are still freed by reference
+    counting; only cycles among them are no longer collected, and the garbage of start-up
+    is collected first.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @functools.cache

@@ -1,0 +1,41 @@
+"""A serving process freezes its start-up heap, so collections during session opens skip it."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from bokehserve_django import sessions
+
+
+class _Node:
+    pass
+
+
+def test_start_up_garbage_is_collected_and_what_is_alive_is_frozen() -> None:
+    frozen_before = gc.get_freeze_count()
+    garbage = _Node()
+    garbage.self = garbage  # a cycle: only a collection frees it, never reference counting
+    garbage_ref = weakref.ref(garbage)
+    del garbage
+    try:
+        sessions.freeze_startup_heap()
+        assert garbage_ref() is None  # collected before the freeze, not kept forever
+        assert gc.get_freeze_count() > frozen_before  # what was alive is out of the collector's reach
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.asyncio
+async def test_the_runtime_freezes_the_heap_once_when_it_starts(monkeypatch) -> None:
+    calls: list[None] = []
+    monkeypatch.setattr(sessions, "freeze_startup_heap", lambda: calls.append(None))
+    runtime = sessions.SessionRuntime()
+    try:
+        runtime.ensure_started()
+        runtime.ensure_started()
+        assert calls == [None]
+    finally:
+        await runtime.shutdown()
