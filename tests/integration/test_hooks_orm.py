@@ -9,11 +9,8 @@ nothing written) and the page of an app whose process_request used the ORM was a
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,22 +20,10 @@ from bokeh.document import Document
 from bokeh.util.token import get_session_id, get_token_payload
 
 from tests.bokeh_client import RawBokehClient
-from tests.live import ROOT, LiveServer
+from tests.integration.hooks_db import SETTINGS, env_for
+from tests.live import LiveServer
 
-SETTINGS = "tests.hooks_settings"
 TOKEN_RE = re.compile(r'"token":\s*"([^"]+)"')
-
-
-def migrate(database: Path) -> dict[str, str]:
-    """A migrated SQLite database for the server, and the environment that points it there."""
-    env = {**os.environ, "BOKEHSERVE_TEST_DB": str(database)}
-    env.pop("BOKEHSERVE_RUN_OVERRIDES", None)
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "--settings", SETTINGS, "-v", "0"],
-                   cwd=ROOT, env=env, check=True, timeout=120)
-    with sqlite3.connect(database) as db:
-        db.execute("INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff,"
-                   " is_active, date_joined) VALUES ('', 0, 'carol', '', '', '', 0, 1, '2026-01-01')")
-    return {"BOKEHSERVE_TEST_DB": str(database)}
 
 
 def groups(database: Path, app: str) -> set[str]:
@@ -79,12 +64,10 @@ async def pull(server: LiveServer, app: str, token: str) -> Document:
 
 
 @pytest.mark.parametrize("app", ["orm_hooks", "orm_hooks_async"])
-def test_every_hook_and_process_request_uses_the_orm(tmp_path, app) -> None:
-    database = tmp_path / "hooks.sqlite3"
-    env = migrate(database)
-    server = LiveServer(settings=SETTINGS, env=env)
+def test_every_hook_and_process_request_uses_the_orm(hooks_db: Path, app: str) -> None:
+    server = LiveServer(settings=SETTINGS, env=env_for(hooks_db))
     try:
-        assert wait_for_marks(database, app, {"on_server_loaded -"}) >= {"on_server_loaded -"}, server.log
+        assert wait_for_marks(hooks_db, app, {"on_server_loaded -"}) >= {"on_server_loaded -"}, server.log
         token = open_page(server, f"/{app}?tag=t1")
         session_id = get_session_id(token)
         # process_request read the user table (one user) and its answer is in the token...
@@ -92,24 +75,23 @@ def test_every_hook_and_process_request_uses_the_orm(tmp_path, app) -> None:
         # ...which the session's app code sees in session_context.token_payload.
         document = asyncio.run(pull(server, app, token))
         assert document.get_model_by_name("payload").text == "users_seen=1"
-        assert {"process_request t1", f"on_session_created {session_id}"} <= groups(database, app), server.log
-        assert f"on_session_destroyed {session_id}" not in groups(database, app)
+        assert {"process_request t1", f"on_session_created {session_id}"} <= groups(hooks_db, app), server.log
+        assert f"on_session_destroyed {session_id}" not in groups(hooks_db, app)
     finally:
         # SIGTERM: the live session is destroyed (its hook and the document's callback run),
         # then on_server_unloaded: all still where the ORM works.
         code = server.stop()
     assert code == 0, server.log
-    seen = groups(database, app)
+    seen = groups(hooks_db, app)
     assert {f"on_session_destroyed {session_id}", f"document_on_session_destroyed {session_id}",
             "on_server_unloaded -"} <= seen, (seen, server.log)
     assert "SynchronousOnlyOperation" not in server.log
     assert "Error in" not in server.log, server.log
 
 
-def test_the_guides_request_handler_feeds_the_token_payload(tmp_path) -> None:
+def test_the_guides_request_handler_feeds_the_token_payload(hooks_db: Path) -> None:
     """The user guide's layout: process_request in request_handler.py, lifecycle hooks in app_hooks.py."""
-    env = migrate(tmp_path / "hooks.sqlite3")
-    server = LiveServer(settings=SETTINGS, env=env)
+    server = LiveServer(settings=SETTINGS, env=env_for(hooks_db))
     try:
         token = open_page(server, "/guide_layout")
         assert get_token_payload(token)["handled_by"] == "request_handler.py"
