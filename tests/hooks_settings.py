@@ -1,6 +1,7 @@
 """Settings for the hook and app-code-pool tests: tests/settings.py with their apps and a database of their own.
 
-``BOKEHSERVE_TEST_DB`` names the SQLite file (each test migrates its own); ``BOKEHSERVE_TEST_APP_CODE``
+``BOKEHSERVE_TEST_DB`` names the SQLite file (each test gets its own copy of one
+migrated database: the ``hooks_db`` fixture of tests/integration/conftest.py); ``BOKEHSERVE_TEST_APP_CODE``
 ("threads,per_app,timeout") sizes the app-code pool and ``BOKEHSERVE_TEST_SESSION_LIFETIME`` (ms)
 sets UNUSED_SESSION_LIFETIME, so one settings module serves every test.
 """

@@ -1,4 +1,4 @@
-"""Fixtures for the browser tests: headless Debian Chromium via sync Playwright, one demo server per module.
+"""Fixtures for the browser tests: headless Debian Chromium via sync Playwright per module, one demo server for the folder.
 
 The Playwright fixture is module-scoped on purpose, not session-scoped: while a sync
 Playwright instance is alive it marks its asyncio loop as running in the main thread, which
@@ -22,9 +22,13 @@ def browser() -> Iterator[Browser]:
         yield browser
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def live() -> Iterator[LiveServer]:
-    """One ``runbokeh`` process serving the demo site (demo_project.settings) for the module."""
+    """One ``runbokeh`` process serving the demo site (demo_project.settings), shared by the modules.
+
+    Its start and stop cost seconds of CPU each; no test here needs a fresh one (the modules
+    that do, or need other settings, define their own ``live``).
+    """
     server = LiveServer(settings="demo_project.settings")
     yield server
     server.stop()

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.browser
 
 
 def test_reconnect_keeps_the_session(live, watch: PageWatcher) -> None:
+    log_start = len(live.log)  # the demo server is shared by the folder: this test's part of its log
     page = watch.page
     page.add_init_script(RECORD_SOCKETS_JS)
     watch.open(live.url + "/button")
@@ -47,7 +48,7 @@ def test_reconnect_keeps_the_session(live, watch: PageWatcher) -> None:
     watch.set("text_input", "value", "after reconnect")
     watch.wait_prop("upper", "text", "AFTER RECONNECT")
 
-    log = live.log
+    log = live.log[log_start:]
     assert websocket_opens(log, session_id) == 2, f"expected session {session_id} opened twice:\n{log}"
     assert log.lower().count("websocket opened") == 2, f"another session was opened:\n{log}"
     watch.screenshot("reconnect.png")

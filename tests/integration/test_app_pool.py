@@ -24,7 +24,8 @@ import pytest
 from bokeh.document import Document
 
 from tests.bokeh_client import PROTOCOL, RawBokehClient, make_token
-from tests.integration.test_hooks_orm import SETTINGS, TOKEN_RE, migrate
+from tests.integration.hooks_db import SETTINGS, env_for
+from tests.integration.test_hooks_orm import TOKEN_RE
 from tests.live import LiveServer
 
 SLOW_SESSIONS = 20
@@ -83,7 +84,7 @@ def wait_for_lines(path, count: int, timeout: float) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def test_pending_sessions_of_a_slow_app_do_not_delay_another_app(tmp_path) -> None:
+def test_pending_sessions_of_a_slow_app_do_not_delay_another_app(hooks_db, tmp_path) -> None:
     """The baseline is a twin server without the slow sessions, measured in turn with the loaded one.
 
     This machine is shared: a burst of someone else's work during one phase only would show
@@ -96,7 +97,7 @@ def test_pending_sessions_of_a_slow_app_do_not_delay_another_app(tmp_path) -> No
     """
     slow_log = tmp_path / "slow.log"
     env = {
-        **migrate(tmp_path / "db.sqlite3"),
+        **env_for(hooks_db),
         "BOKEHSERVE_TEST_APP_CODE": "6,3,60",  # 6 threads, 3 per app, 60 s limit
         # The issue's slow app takes 20 s; 45 s outlasts the measurement (15-25 s) with room to spare.
         "BOKEHSERVE_TEST_SLOW_SECONDS": "45",
@@ -141,9 +142,9 @@ def test_pending_sessions_of_a_slow_app_do_not_delay_another_app(tmp_path) -> No
         thread.join(10)
 
 
-def test_a_hung_app_is_refused_after_the_time_limit_and_the_others_keep_working(tmp_path) -> None:
+def test_a_hung_app_is_refused_after_the_time_limit_and_the_others_keep_working(hooks_db) -> None:
     env = {
-        **migrate(tmp_path / "db.sqlite3"),
+        **env_for(hooks_db),
         "BOKEHSERVE_TEST_APP_CODE": "6,3,2",  # a 2 s limit
         "BOKEHSERVE_TEST_HANG_SECONDS": "6",
     }
@@ -200,9 +201,9 @@ def probe_status(server: LiveServer, path: str) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def test_readiness_is_503_while_every_app_code_thread_is_taken(tmp_path) -> None:
+def test_readiness_is_503_while_every_app_code_thread_is_taken(hooks_db) -> None:
     env = {
-        **migrate(tmp_path / "db.sqlite3"),
+        **env_for(hooks_db),
         "BOKEHSERVE_TEST_APP_CODE": "2,2,30",  # two threads, both for one app if need be
         "BOKEHSERVE_TEST_HANG_SECONDS": "5",
     }

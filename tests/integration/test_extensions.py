@@ -185,6 +185,18 @@ async def test_extension_models_own_relative_urls_come_from_static_files_too(asy
 
 
 @pytest.fixture(scope="module")
+def server():
+    """This module's own runbokeh process, not the folder's shared one.
+
+    Once an app of a process imports the extension's model (shout does), every page that
+    process serves lists the extension's script: the shared server's other users expect none.
+    """
+    live = LiveServer()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
 def prefixed():
     server = LiveServer("--prefix", "apps")
     yield server

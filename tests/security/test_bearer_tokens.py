@@ -32,10 +32,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(scope="module")
-def live(django_db_setup, django_db_blocker):
-    server = LiveServer(settings="tests.security.settings")
-    yield server
-    server.stop()
+def live(django_db_setup, security_live: LiveServer) -> LiveServer:
+    """The run's tests.security.settings server (conftest), asked for after the test database
+    exists: the server reads the users these tests create from that file."""
+    return security_live
 
 
 def issue(user, **kwargs) -> str:
