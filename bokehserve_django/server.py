@@ -51,6 +51,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
+from twisted.logger import LogLevel, eventAsText, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.http import HTTPChannel
 
@@ -133,6 +134,32 @@ def _pformat_when_logged() -> Iterator[None]:
         autobahn_protocol.pformat = original
 
 
+_TWISTED_ERROR_LEVELS = frozenset({LogLevel.error, LogLevel.critical})
+
+
+def _log_twisted_error(event: dict[str, Any]) -> None:
+    """A Twisted log observer: errors (with their traceback) into this module's log, the rest dropped.
+
+    daphne sends Twisted's whole log nowhere unless its verbosity is above 1, errors too, so
+    an exception raised in a Twisted, autobahn or daphne callback (Twisted catches it and
+    logs it) left no trace at all.
+    """
+    if event.get("log_level") not in _TWISTED_ERROR_LEVELS and "log_failure" not in event:
+        return
+    text = eventAsText(event, includeTraceback=True, includeTimestamp=False, includeSystem=False)
+    logger.error("Twisted: %s", text.rstrip())
+
+
+class _OpenedRequest:
+    """What daphne still reads of an open WebSocket's upgrade request: its path, for
+    ``log_action`` in ``onOpen`` and ``onClose``."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
 class BokehWebSocketProtocol(WebSocketProtocol):
     """daphne's WebSocket protocol, sending the close reason the application gives."""
 
@@ -176,7 +203,11 @@ class BokehWebSocketProtocol(WebSocketProtocol):
           (Under TLS the transport is a wrapper that keeps its producer elsewhere; left as is.)
         - autobahn's parsed request headers, raw request bytes and offered subprotocols (the
           session token among them), and daphne's ``ConnectionRequest``: read only while the
-          handshake is processed (the ASGI scope has its own lists of both).
+          handshake is processed (the ASGI scope has its own lists of both), except the
+          request's path, which daphne's ``onOpen`` and ``onClose`` log. Without it both
+          raise, and the error is lost: autobahn skips the rest of the handshake's success
+          (the ``is_open`` future, data that came with the upgrade), and Twisted formats a
+          traceback, twice per connection, for a log that goes nowhere.
 
         About 4 KiB per open session.
         """
@@ -186,7 +217,7 @@ class BokehWebSocketProtocol(WebSocketProtocol):
         self.http_headers = {}
         self.http_request_data = b""
         self.websocket_protocols = []
-        self.request = None
+        self.request = _OpenedRequest(self.request.path)
 
     def sendMessage(
         self,
@@ -448,6 +479,9 @@ class BokehDaphneServer(Server):
         if self.signal_handlers:
             # After "startup": Twisted installs its own handlers then, and ours replace them.
             reactor.callWhenRunning(self._install_signal_handlers)
+        if self.verbosity <= 1:
+            # Above 1, daphne forwards all of Twisted's log to the "daphne.server" logger.
+            globalLogPublisher.addObserver(_log_twisted_error)
         try:
             super().run()
         finally:
@@ -586,8 +620,27 @@ class BokehDaphneServer(Server):
         """
         stopped = Deferred.fromFuture(self._start_graceful_stop())
         stopped.addErrback(lambda failure: logger.error("Graceful stop failed: %s", failure.getTraceback()))
-        stopped.addBoth(lambda _: super(BokehDaphneServer, self).kill_all_applications())
+        stopped.addBoth(lambda _: self._cancel_application_instances())
         return stopped
+
+    def _cancel_application_instances(self) -> Deferred:
+        """daphne's ``kill_all_applications``, skipping connections that have no application yet.
+
+        daphne registers an HTTP connection when its request starts and creates the
+        application once the request is read, so a request in progress at shutdown has no
+        instance: daphne's version raised KeyError there and cancelled none of the rest.
+        """
+        pending = []
+        for details in list(self.connections.values()):
+            instance = details.get("application_instance")
+            if instance is not None and not instance.done():
+                instance.cancel()
+                pending.append(instance)
+        logger.info("Killed %i pending application instances", len(pending))
+        # The reactor's shutdown waits for this Deferred: until the cancelled instances end.
+        ended = Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
+        ended.addErrback(lambda _: None)
+        return ended
 
 
 def apply_xheaders(scope: dict[str, Any]) -> None:

@@ -536,6 +536,7 @@ class TestCompression:
         monkeypatch.setattr(WebSocketProtocol, "onOpen", lambda self: None)  # daphne's: tells the app
         protocol = BokehWebSocketProtocol()
         protocol.factory = SimpleNamespace(bokeh_compression_level=1)
+        protocol.request = SimpleNamespace(path="/app/ws")  # what an upgraded connection has
         negotiated = PerMessageDeflate(True, False, False, 15, 15, 5)
         protocol._perMessageCompress = negotiated
         protocol.websocket_extensions_in_use = [negotiated]

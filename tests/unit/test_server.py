@@ -477,16 +477,109 @@ class TestPerConnectionState:
         protocol.http_headers = {"host": "127.0.0.1:5006", "cookie": "x" * 500}
         protocol.http_request_data = b"GET /app/ws HTTP/1.1\r\n" + b"x" * 500
         protocol.websocket_protocols = ["bokeh", "t" * 400]
-        protocol.request = SimpleNamespace(headers=protocol.http_headers)
+        protocol.request = SimpleNamespace(path="/app/ws", headers=protocol.http_headers, peer="x" * 100)
         protocol._release_handshake_state()
         assert transport.producer is None
-        assert (protocol.http_headers, protocol.http_request_data, protocol.request) == ({}, b"", None)
+        assert (protocol.http_headers, protocol.http_request_data) == ({}, b"")
         assert protocol.websocket_protocols == []
+        assert protocol.request.path == "/app/ws"
+        assert not hasattr(protocol.request, "headers")
+
+    def test_daphne_logs_the_open_and_the_close_of_a_released_websocket(self) -> None:
+        # daphne's onOpen and onClose read request.path; without it both raised, which cut
+        # autobahn's handshake success short and left a Twisted traceback per connection.
+        actions: list[tuple[str, dict[str, Any]]] = []
+        disconnected: list[Any] = []
+        protocol = BokehWebSocketProtocol()
+        protocol.transport = SimpleNamespace()
+        protocol.factory = SimpleNamespace(bokeh_compression_level=None)
+        protocol.server = SimpleNamespace(
+            log_action=lambda kind, action, details: actions.append((action, details)),
+            protocol_disconnected=disconnected.append,
+        )
+        protocol._perMessageCompress = None
+        protocol.client_addr = ["127.0.0.1", 5000]
+        protocol.request = SimpleNamespace(path="/app/ws", headers={})
+        protocol.muted = False
+        queue: list[dict[str, Any]] = []
+        protocol.application_queue = SimpleNamespace(put_nowait=queue.append)
+        protocol.onOpen()
+        protocol.onClose(True, 1000, "")
+        assert actions == [
+            ("connected", {"path": "/app/ws", "client": "127.0.0.1:5000"}),
+            ("disconnected", {"path": "/app/ws", "client": "127.0.0.1:5000"}),
+        ]
+        assert disconnected == [protocol]
+        assert queue == [{"type": "websocket.disconnect", "code": 1000}]
 
     def test_another_producer_stays_registered(self) -> None:
         other = object()
         transport = SimpleNamespace(producer=other, unregisterProducer=lambda: pytest.fail("unregistered"))
         protocol = BokehWebSocketProtocol()
         protocol.transport = transport
+        protocol.request = SimpleNamespace(path="/app/ws")
         protocol._release_handshake_state()
         assert transport.producer is other
+
+
+class TestTwistedErrors:
+    """Twisted's errors reach the server log; daphne would send them nowhere."""
+
+    def test_an_error_logged_in_twisted_is_a_server_log_error_with_its_traceback(self, caplog) -> None:
+        from twisted.logger import globalLogPublisher
+        from twisted.python import log as twisted_log
+        from twisted.python.failure import Failure
+
+        try:
+            raise AttributeError("'NoneType' object has no attribute 'path'")
+        except AttributeError:
+            failure = Failure()
+        # twisted.python.log.err is what Twisted's callWithLogger and Deferreds use; catch the
+        # event it publishes and hand it to the observer runbokeh adds.
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            twisted_log.err(failure, "Unhandled error in a callback")
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        with caplog.at_level("INFO", logger="bokehserve_django.server"):
+            for event in events:
+                server_module._log_twisted_error(event)
+        errors = [r for r in caplog.records if r.name == "bokehserve_django.server"]
+        assert len(errors) == 1
+        assert errors[0].levelname == "ERROR"
+        assert "Unhandled error in a callback" in errors[0].getMessage()
+        assert "AttributeError: 'NoneType' object has no attribute 'path'" in errors[0].getMessage()
+
+    def test_other_twisted_events_are_dropped(self, caplog) -> None:
+        from twisted.logger import LogLevel
+
+        with caplog.at_level("DEBUG", logger="bokehserve_django.server"):
+            for level in (LogLevel.debug, LogLevel.info, LogLevel.warn):
+                server_module._log_twisted_error({"log_level": level, "log_format": "dropped"})
+        assert [r for r in caplog.records if r.name == "bokehserve_django.server"] == []
+
+
+class TestCancelApplicationInstances:
+    async def test_a_connection_without_an_application_yet_is_skipped_and_the_rest_are_cancelled(self) -> None:
+        import asyncio
+
+        from bokehserve_django.server import BokehDaphneServer
+
+        async def forever() -> None:
+            await asyncio.sleep(3600)
+
+        running = asyncio.ensure_future(forever())
+        finished = asyncio.ensure_future(asyncio.sleep(0))
+        await finished
+        server = BokehDaphneServer.__new__(BokehDaphneServer)  # no reactor, no ports
+        # An HTTP request still being read has no "application_instance" yet.
+        server.connections = {"reading": {"connected": 0.0}, "open": {"application_instance": running},
+                              "done": {"application_instance": finished}}
+        ended = server._cancel_application_instances()
+        for _ in range(20):  # a few loop turns: the cancellation, gather, then the Deferred
+            if ended.called:
+                break
+            await asyncio.sleep(0)
+        assert running.cancelled()
+        assert ended.called
