@@ -65,10 +65,11 @@ def bokeh_asgi_application(http_application: Any = None) -> ProtocolTypeRouter:
     """Django's HTTP app plus the Bokeh WebSockets behind Channels' auth middleware.
 
     Origins and hosts are checked by the consumer itself (so refusals name the setting
-    to change); Channels' auth middleware puts the Django user into the scope.
+    to change); Channels' auth middleware puts the Django user into the scope. Without an
+    ``http_application``, Django's requests go through ``handlers.BokehASGIHandler``.
     """
     if http_application is None:
-        from django.core.asgi import get_asgi_application
+        from .handlers import get_asgi_application
 
         http_application = get_asgi_application()
     from .cluster import LifecycleMiddleware
