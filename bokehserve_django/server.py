@@ -636,7 +636,8 @@ class BokehDaphneServer(Server):
             if instance is not None and not instance.done():
                 instance.cancel()
                 pending.append(instance)
-        logger.info("Killed %i pending application instances", len(pending))
+        if pending:
+            logger.info("Cancelled %d application instance(s) still running at shutdown", len(pending))
         # The reactor's shutdown waits for this Deferred: until the cancelled instances end.
         ended = Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
         ended.addErrback(lambda _: None)
