@@ -16,10 +16,10 @@ where the synchronous parts run:
   (``async_to_sync``, as Django itself does for an async view behind sync middleware), and
   async-only middleware is adapted the same way.
 - **A kept thread per request.** Django's handler gives every request a new thread for its
-  thread-sensitive sync code (``ThreadSensitiveContext``), started on its first sync call
-  and joined, on the event loop, when the request ends. Here a request borrows an idle
-  single-thread executor kept from earlier requests (asgiref's
-  ``ThreadSensitiveContext(executor=...)``) and returns it afterwards. Requests in
+  thread-sensitive sync code (``ThreadSensitiveContext``), started on its first sync call,
+  and when the request ends it waits while one more new thread joins that one (asgiref
+  3.13). Here a request borrows an idle single-thread executor kept from earlier requests
+  (asgiref's ``ThreadSensitiveContext(executor=...)``) and returns it afterwards. Requests in
   progress at the same time still each have a thread of their own; a thread's
   thread-locals (a database connection among them) carry over to the next request on it,
   as on a WSGI server's threads, so ``CONN_MAX_AGE`` works as it does there.
