@@ -8,7 +8,9 @@ while the process takes new sessions, and 503 with a short JSON reason while it 
   sessions (docs/cluster.md);
 - ``redis``: the channel layer is channels-redis and its Redis is unreachable, or not yet
   reached since start-up, so sessions cannot be placed in the cluster;
-- ``starting``: Bokeh serving failed to start in this process (the log says why);
+- ``starting``: an app's ``on_server_loaded`` still runs (bokeh serve runs them all before
+  it listens; here sessions of that app wait for it), or Bokeh serving failed to start in
+  this process (the log says why);
 - ``busy``: every thread of the app-code pool is taken (``APP_CODE_THREADS``; slow or hung
   app code), so a new session would wait for one.
 
@@ -35,6 +37,11 @@ _HEADERS = [
 ]
 
 
+#: How long a readiness probe waits for on_server_loaded hooks in progress (well inside the
+#: 1 s a Kubernetes probe allows by default).
+_LOAD_WAIT = 0.25
+
+
 async def readiness() -> tuple[bool, str, str]:
     """(ready, reason, detail): whether this process takes new sessions now, and why not."""
     from . import hooks
@@ -54,6 +61,11 @@ async def readiness() -> tuple[bool, str, str]:
         if membership.known_down:
             return False, "redis", "Redis (the channel layer) is unreachable: new sessions cannot be placed."
         return False, "redis", "Redis (the channel layer) has not been reached yet since start-up."
+    # A start-up's hooks are mostly no-ops, done within milliseconds: the probe that started
+    # the runtime waits for them briefly rather than answer 503 for nothing.
+    if loading := await runtime.loading_apps(wait=_LOAD_WAIT):
+        # Their hooks hold app-code threads too: this is start-up, not a busy pool.
+        return False, "starting", f"on_server_loaded still runs for {', '.join(loading)}."
     if hooks.pool_saturated():
         return False, "busy", "Every app-code thread is taken (APP_CODE_THREADS): new sessions would wait for one."
     return True, "ready", "This process takes new sessions."

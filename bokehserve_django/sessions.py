@@ -423,6 +423,11 @@ class AppSessions:
         if self._loaded is None:
             self._loaded = asyncio.get_running_loop().create_task(self.run_load_hook())
 
+    @property
+    def loading(self) -> bool:
+        """Whether on_server_loaded has started and not yet ended (the readiness probe asks)."""
+        return self._loaded is not None and not self._loaded.done()
+
     async def wait_loaded(self) -> None:
         if self._loaded is not None:
             await asyncio.shield(self._loaded)
@@ -712,6 +717,14 @@ class SessionRuntime:
         """Allow a new start (a new event loop: tests, or a server started again in-process)."""
         self.accepting = True
         self._closed = False
+
+    async def loading_apps(self, wait: float = 0) -> list[str]:
+        """The apps whose on_server_loaded still runs (they create no session until it ends),
+        after waiting up to ``wait`` seconds for them."""
+        loads = [app_sessions._loaded for app_sessions in self._apps.values() if app_sessions.loading]
+        if loads and wait > 0:
+            await asyncio.wait(loads, timeout=wait)  # leaves them running past the wait
+        return sorted(name for name, app_sessions in self._apps.items() if app_sessions.loading)
 
     @property
     def session_count(self) -> int:

@@ -91,6 +91,40 @@ async def test_readiness_is_503_with_a_reason_while_draining(fresh_runtime) -> N
     assert (await probe("/healthz"))[0] == 200  # still alive: it is finishing its sessions
 
 
+async def test_readiness_is_503_starting_until_every_on_server_loaded_has_run(fresh_runtime, monkeypatch) -> None:
+    """bokeh serve runs these hooks before it listens; here the process listens at once, and is
+    not ready until they end (they hold app-code threads, which is not a busy pool)."""
+    import asyncio
+    import threading
+
+    from bokehserve_django import registry
+
+    release = threading.Event()
+    application = registry.registered_apps()["echo"].application
+    monkeypatch.setattr(application, "on_server_loaded", lambda server_context: release.wait(TIMEOUT))
+    try:
+        runtime.ensure_started()  # what the first probe does; then only echo's hook is left
+        for _ in range(100):
+            if await runtime.loading_apps() == ["echo"]:
+                break
+            await asyncio.sleep(0.02)
+        status, _, body = await probe("/readyz")
+        assert status == 503, body
+        assert json.loads(body) == {
+            "ready": False,
+            "reason": "starting",
+            "detail": "on_server_loaded still runs for echo.",
+        }
+        assert (await probe("/healthz"))[0] == 200
+    finally:
+        release.set()
+    for _ in range(100):  # the hook's thread hands its result back to the loop
+        if not await runtime.loading_apps():
+            break
+        await asyncio.sleep(0.02)
+    assert (await probe("/readyz"))[0] == 200
+
+
 async def test_probes_move_under_the_prefix_and_follow_renamed_paths(fresh_runtime, settings) -> None:
     from django.urls import get_resolver
 
