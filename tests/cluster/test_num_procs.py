@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.cluster.conftest import SETTINGS
@@ -16,6 +18,13 @@ async def test_two_workers_on_one_port_share_sessions(redis, cluster_dir, tmp_pa
     env = {"REDIS_URL": redis.url, "BOKEHSERVE_TEST_HOOK_LOG": str(hook_log.path)}
     server = LiveServer("--num-procs", "2", settings=SETTINGS, env=env)
     try:
+        # The port answers as soon as one worker runs; the other may still be importing (a
+        # slow machine), and would then get none of the connections below.
+        for _ in range(300):
+            if len(loaded := {pid for pid, _ in hook_log.lines("on_server_loaded")}) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(loaded) == 2, server.log[-3000:]
         session_ids = []
         for _ in range(20):
             # The page and its WebSocket are separate connections: the kernel may hand them
@@ -28,8 +37,8 @@ async def test_two_workers_on_one_port_share_sessions(redis, cluster_dir, tmp_pa
             session_ids.append(session_id)
         created = hook_log.created()
         assert all(created[sid] == 1 for sid in session_ids), created  # each app ran exactly once
-        assert len(hook_log.creator_pids(set(session_ids))) == 2  # both workers served sessions
-        assert len({pid for pid, _ in hook_log.lines("on_server_loaded")}) == 2
+        creators = hook_log.creator_pids(set(session_ids))
+        assert len(creators) == 2, creators  # both workers served sessions
     finally:
         server.stop()
     # SIGTERM to runbokeh reaches both workers: each unloads its apps.

@@ -211,7 +211,11 @@ def test_readiness_is_503_while_every_app_code_thread_is_taken(hooks_db) -> None
     pages = [threading.Thread(target=lambda: urllib.request.urlopen(f"{server.url}/hangs", timeout=30).read())
              for _ in range(2)]
     try:
-        assert probe_status(server, "/readyz")[0] == 200
+        # Ready once every app's on_server_loaded has run: those hooks take the pool's threads too.
+        deadline = time.monotonic() + 10
+        while (ready := probe_status(server, "/readyz"))[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready == (200, {"ready": True, "reason": "ready", "detail": "This process takes new sessions."}), ready
         for page in pages:
             page.start()
         deadline = time.monotonic() + 4
@@ -228,4 +232,5 @@ def test_readiness_is_503_while_every_app_code_thread_is_taken(hooks_db) -> None
     finally:
         server.stop()
         for page in pages:
-            page.join(10)
+            if page.ident is not None:  # started (a failed assertion above may come first)
+                page.join(10)
