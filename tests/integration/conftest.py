@@ -1,5 +1,5 @@
-"""Fixtures of the integration tests: one runbokeh process for the folder, and the database of
-tests/hooks_settings.py, migrated once per run."""
+"""Fixtures of the integration tests: one runbokeh process for the folder, the in-process session
+runtime shut down after a test, and the database of tests/hooks_settings.py, migrated once per run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bokehserve_django.sessions import runtime
 from tests.integration.hooks_db import migrate
 from tests.live import LiveServer
 
@@ -25,6 +26,13 @@ def server() -> Iterator[LiveServer]:
     live = LiveServer()
     yield live
     live.stop()
+
+
+@pytest.fixture
+async def fresh_runtime():
+    """The process-global session runtime, shut down after the test (it is bound to this test's loop)."""
+    yield runtime
+    await runtime.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -23,12 +23,6 @@ TOKEN_RE = re.compile(r'"token":\s*"([A-Za-z0-9_\-.]+)"')
 HEADERS = [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
 
 
-@pytest.fixture
-async def fresh_runtime():
-    """The process-global session runtime, shut down after the test (it is bound to this test's loop)."""
-    yield runtime
-    await runtime.shutdown()
-
 
 @pytest.mark.parametrize("handler_class", [ASGIHandler, BokehASGIHandler], ids=["django", "bokehserve"])
 async def test_the_page_and_its_websocket_work_through_either_handler(fresh_runtime, handler_class: Any) -> None:

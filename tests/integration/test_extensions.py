@@ -21,7 +21,6 @@ from django.core.management import call_command
 
 from bokehserve_django.extensions import bokeh_serve_static_file, installed_extensions
 from bokehserve_django.finders import BokehJSFinder
-from bokehserve_django.sessions import runtime
 from tests.live import LiveServer
 
 TEST_EXTENSION_DIST = Path(__file__).resolve().parents[1] / "extension_package" / "bokehserve_test_ext" / "dist"
@@ -29,11 +28,6 @@ SCRIPT_RE = re.compile(r'<script[^>]+src="([^"]+)"')
 JS_URLS_RE = re.compile(r"const js_urls = (\[.*?\]);")
 needs_panel = pytest.mark.skipif(importlib.util.find_spec("panel") is None, reason="panel is not installed")
 
-
-@pytest.fixture
-async def fresh_runtime():
-    yield runtime
-    await runtime.shutdown()
 
 
 def scripts_of(html: str) -> list[str]:

@@ -41,12 +41,6 @@ RECOVER_JS_URL = "/static/bokehserve_django/recover.js"
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def fresh_runtime():
-    """The process-global session runtime, shut down after the test (it is bound to this test's loop)."""
-    yield runtime
-    await runtime.shutdown()
-
 
 @pytest.fixture
 def hook_log(tmp_path, monkeypatch) -> Path:

@@ -162,12 +162,6 @@ async def round_trip(peer: Peer, text: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def fresh_runtime():
-    """The process-global runtime, shut down after the test (it is bound to this test's loop)."""
-    yield runtime
-    await runtime.shutdown()
-
 
 @pytest.fixture
 async def open_ws(fresh_runtime):
