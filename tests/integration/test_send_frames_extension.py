@@ -15,7 +15,7 @@ from channels.testing import WebsocketCommunicator
 from bokehserve_django.protocol import SEND_FRAMES_EXTENSION
 from tests.asgi import application
 from tests.bokeh_client import make_token
-from tests.integration.test_protocol_communicator import HEADERS, TIMEOUT, fresh_runtime  # noqa: F401 (fixture)
+from tests.integration.test_protocol_communicator import HEADERS, TIMEOUT
 
 
 def communicator(extensions: dict | None) -> WebsocketCommunicator:
@@ -25,7 +25,7 @@ def communicator(extensions: dict | None) -> WebsocketCommunicator:
     return ws
 
 
-async def test_with_the_extension_a_message_is_one_send(fresh_runtime):  # noqa: F811
+async def test_with_the_extension_a_message_is_one_send(fresh_runtime):
     ws = communicator({SEND_FRAMES_EXTENSION: {}})
     try:
         connected, _ = await ws.connect(timeout=TIMEOUT)
@@ -38,7 +38,7 @@ async def test_with_the_extension_a_message_is_one_send(fresh_runtime):  # noqa:
         await ws.disconnect()
 
 
-async def test_without_it_every_frame_is_a_websocket_send(fresh_runtime):  # noqa: F811
+async def test_without_it_every_frame_is_a_websocket_send(fresh_runtime):
     ws = communicator(None)
     try:
         connected, _ = await ws.connect(timeout=TIMEOUT)
