@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from channels.testing import HttpCommunicator
-from django.core.signals import request_finished
-from django.http import HttpResponse
+from django.core.signals import request_finished, request_started
+from django.http import HttpResponse, StreamingHttpResponse
 from django.test import override_settings
 from django.urls import path
 from django.utils.decorators import sync_and_async_middleware
@@ -78,11 +78,28 @@ def failing_view(request: Any) -> HttpResponse:
     raise RuntimeError("the view failed")
 
 
+def streamed_view(request: Any) -> StreamingHttpResponse:
+    async def chunks():
+        steps.append(("chunk", threading.get_ident()))
+        yield b"one,"
+        steps.append(("chunk", threading.get_ident()))
+        yield b"two"
+
+    return StreamingHttpResponse(chunks())
+
+
+def blocked_streamed_view(request: Any) -> StreamingHttpResponse:
+    release_blocked.wait(TIMEOUT)
+    return streamed_view(request)
+
+
 urlpatterns = [
     path("sync", sync_view),
     path("async", async_view),
     path("blocked", blocked_view),
     path("fail", failing_view),
+    path("streamed", streamed_view),
+    path("blocked-streamed", blocked_streamed_view),
 ]
 
 MIDDLEWARE = [f"{__name__}.RecordingMiddleware", f"{__name__}.both_ways_middleware"]
@@ -97,6 +114,46 @@ def handler() -> Any:
         yield handler
         handler.request_threads.close()
     release_blocked.set()
+
+
+@pytest.fixture
+def signals_seen() -> Any:
+    """Records request_started and request_finished into ``steps``, with their thread."""
+
+    def started(**kwargs: Any) -> None:
+        steps.append(("request_started", threading.get_ident()))
+
+    def finished(**kwargs: Any) -> None:
+        steps.append(("request_finished", threading.get_ident()))
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    yield
+    request_started.disconnect(started)
+    request_finished.disconnect(finished)
+
+
+async def call(handler: Any, url: str, *, disconnect_after: float | None = None) -> list[str]:
+    """The handler driven as an ASGI server does; what it sends lands in ``steps`` in order.
+
+    With ``disconnect_after``, the client leaves that many seconds after its request.
+    """
+    scope = {"type": "http", "method": "GET", "path": url, "query_string": b"", "headers": [(b"host", b"testserver")]}
+    messages = [{"type": "http.request", "body": b""}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        if disconnect_after is None:
+            await asyncio.Event().wait()  # no more until the handler cancels it
+        await asyncio.sleep(disconnect_after)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        steps.append((f"sent {message['type']} {message.get('body', b'')!r}", threading.get_ident()))
+
+    await asyncio.wait_for(handler(scope, receive, send), TIMEOUT)
+    return [step for step, _ in steps]
 
 
 async def get(handler: Any, url: str) -> dict[str, Any]:
@@ -171,3 +228,39 @@ async def test_a_failing_view_is_a_500_and_the_request_still_finishes(handler) -
     assert len(finished) == 1
     # request_finished (response.close) runs in the request's thread, as the middleware did.
     assert finished[0] == next(thread for step, thread in steps if step == "middleware in")
+
+
+async def test_a_request_starts_and_finishes_in_its_thread_before_its_first_byte_is_sent(handler, signals_seen) -> None:
+    """Django's handler sends the body, then closes the response in one more trip, while the
+    browser already opens the page's WebSocket: here all of it is one trip, done first."""
+    assert await call(handler, "/sync") == [
+        "request_started", "middleware in", "sync path", "sync view", "middleware out", "request_finished",
+        "sent http.response.start b''", "sent http.response.body b'sync'",
+    ]
+    threads = {thread for step, thread in steps if not step.startswith("sent")}
+    assert len(threads) == 1 and threads != {threading.get_ident()}
+
+
+async def test_a_streamed_response_is_finished_after_its_last_chunk(handler, signals_seen) -> None:
+    assert await call(handler, "/streamed") == [
+        "request_started", "middleware in", "sync path", "middleware out",
+        "sent http.response.start b''",
+        "chunk", "sent http.response.body b'one,'", "chunk", "sent http.response.body b'two'",
+        "sent http.response.body b''", "request_finished",
+    ]
+
+
+@pytest.mark.parametrize("url", ["/blocked", "/blocked-streamed"])
+async def test_a_client_that_leaves_during_the_view_gets_nothing_and_the_request_still_finishes(
+    handler, signals_seen, url
+) -> None:
+    await call(handler, url, disconnect_after=0.05)  # returns without waiting for the blocked view
+    assert not any(step.startswith("sent") for step, _ in steps)
+    release_blocked.set()
+    for _ in range(200):  # the view's thread ends on its own; a streamed response is closed after it
+        if any(step == "request_finished" for step, _ in steps):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # room for a second request_finished, which must not come
+    assert [step for step, _ in steps].count("request_finished") == 1
+    assert not any(step.startswith("sent") or step == "chunk" for step, _ in steps)
