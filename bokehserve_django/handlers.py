@@ -168,7 +168,13 @@ def _close_streamed_when_abandoned(made: asyncio.Future[HttpResponseBase]) -> No
     response = made.result()
     if response.streaming:
         # Its iterator may hold a file or a database cursor; close it in a thread, as Django would.
-        asyncio.ensure_future(sync_to_async(response.close, thread_sensitive=False)())
+        closing = asyncio.ensure_future(sync_to_async(response.close, thread_sensitive=False)())
+        _closing.add(closing)  # the loop keeps only a weak reference to a task
+        closing.add_done_callback(_closing.discard)
+
+
+#: Closes of abandoned streamed responses still running (held until they end).
+_closing: set[asyncio.Future[None]] = set()
 
 
 def get_asgi_application() -> BokehASGIHandler:
