@@ -1,4 +1,5 @@
-"""A serving process freezes its start-up heap, so collections during session opens skip it."""
+"""A serving process freezes its start-up heap, so collections during session opens skip it,
+and collects young objects less often than CPython's default."""
 
 from __future__ import annotations
 
@@ -35,6 +36,31 @@ async def test_the_runtime_freezes_the_heap_once_when_it_starts(monkeypatch) -> 
     runtime = sessions.SessionRuntime()
     try:
         runtime.ensure_started()
+        runtime.ensure_started()
+        assert calls == [None]
+    finally:
+        await runtime.shutdown()
+
+
+def test_the_young_threshold_is_raised_from_cpythons_default_only() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(sessions.CPYTHON_YOUNG_THRESHOLD, 10, 10)
+        assert sessions.raise_young_collection_threshold() is True
+        assert gc.get_threshold() == (sessions.SERVING_YOUNG_THRESHOLD, 10, 10)
+        gc.set_threshold(2000, 15, 20)  # a site's own choice
+        assert sessions.raise_young_collection_threshold() is False
+        assert gc.get_threshold() == (2000, 15, 20)
+    finally:
+        gc.set_threshold(*before)
+
+
+@pytest.mark.asyncio
+async def test_the_runtime_raises_the_threshold_when_it_starts(monkeypatch) -> None:
+    calls: list[None] = []
+    monkeypatch.setattr(sessions, "raise_young_collection_threshold", lambda: calls.append(None))
+    runtime = sessions.SessionRuntime()
+    try:
         runtime.ensure_started()
         assert calls == [None]
     finally:
