@@ -29,19 +29,6 @@ def test_start_up_garbage_is_collected_and_what_is_alive_is_frozen() -> None:
         gc.unfreeze()
 
 
-@pytest.mark.asyncio
-async def test_the_runtime_freezes_the_heap_once_when_it_starts(monkeypatch) -> None:
-    calls: list[None] = []
-    monkeypatch.setattr(sessions, "freeze_startup_heap", lambda: calls.append(None))
-    runtime = sessions.SessionRuntime()
-    try:
-        runtime.ensure_started()
-        runtime.ensure_started()
-        assert calls == [None]
-    finally:
-        await runtime.shutdown()
-
-
 def test_the_young_threshold_is_raised_from_cpythons_default_only() -> None:
     before = gc.get_threshold()
     try:
@@ -56,12 +43,14 @@ def test_the_young_threshold_is_raised_from_cpythons_default_only() -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_runtime_raises_the_threshold_when_it_starts(monkeypatch) -> None:
-    calls: list[None] = []
-    monkeypatch.setattr(sessions, "raise_young_collection_threshold", lambda: calls.append(None))
+async def test_the_runtime_freezes_the_heap_and_raises_the_threshold_once_when_it_starts(monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(sessions, "freeze_startup_heap", lambda: calls.append("freeze"))
+    monkeypatch.setattr(sessions, "raise_young_collection_threshold", lambda: calls.append("threshold"))
     runtime = sessions.SessionRuntime()
     try:
         runtime.ensure_started()
-        assert calls == [None]
+        runtime.ensure_started()
+        assert calls == ["freeze", "threshold"]
     finally:
         await runtime.shutdown()
