@@ -57,6 +57,7 @@ from twisted.web.http import HTTPChannel
 
 from .inbox import Inbox
 from .protocol import SEND_FRAMES_EXTENSION, CloseCode
+from .upgrades import UpgradeSniffingFactory
 from .wire import EAGER_WRITE_BYTES, GatherWriteServer, websocket_frame_header
 
 __all__ = ("BokehDaphneServer", "BokehWebSocketProtocol", "add_drain_timeout_argument", "apply_xheaders")
@@ -406,9 +407,11 @@ class BokehDaphneServer(Server):
 
     @http_factory.setter
     def http_factory(self, factory: Any) -> None:
-        # daphne builds this inside run() and listens with it on every endpoint. A TLS
-        # wrapper is what Twisted's own ssl: endpoints put around it too, so daphne sees
-        # secure requests (isSecure(): scheme "https") and upgrades them to WSS.
+        # daphne builds this inside run() and listens with it on every endpoint. A
+        # connection that opens with a WebSocket upgrade skips its HTTP channel (upgrades.py).
+        # A TLS wrapper is what Twisted's own ssl: endpoints put around it too, so daphne
+        # sees secure requests (isSecure(): scheme "https") and upgrades them to WSS.
+        factory = UpgradeSniffingFactory(factory, self)
         if self.tls_context_factory is not None:
             factory = TLSMemoryBIOFactory(self.tls_context_factory, False, factory)
         self._http_factory = factory
