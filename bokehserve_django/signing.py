@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +115,44 @@ def generate_token_with_payload(
     signature and size of a token made a moment ago.
     """
     token = generate_token(session_id, extra_payload=extra_payload, expiration=expiration)
-    return token, get_token_payload(token)
+    payload = get_token_payload(token)
+    _remember_issued(token, session_id, payload)
+    return token, payload
+
+
+#: How many page tokens, made here and not yet presented, ``read_token`` remembers.
+ISSUED_TOKENS_KEPT = 256
+#: token -> (key and signing mode it was made with, session id, payload), oldest first. A
+#: token this process made for a page a moment ago is read back by the page's WebSocket:
+#: decoding it, checking its signature and inflating its payload again (three decodes of
+#: the token in bokeh's functions) would only confirm what we wrote. The entry goes at that
+#: first read; reconnects, other processes and tokens from anywhere else take the full check.
+_issued: dict[str, tuple[tuple[bytes, bool], str, dict[str, Any]]] = {}
+_issued_lock = threading.Lock()
+
+
+def _signing_mode() -> tuple[bytes, bool]:
+    return secret_key(), bokeh_settings.sign_sessions
+
+
+def _remember_issued(token: str, session_id: str, payload: dict[str, Any]) -> None:
+    entry = (_signing_mode(), session_id, payload)
+    with _issued_lock:
+        _issued[token] = entry
+        while len(_issued) > ISSUED_TOKENS_KEPT:
+            del _issued[next(iter(_issued))]  # a page that never connected
+
+
+def _take_issued(token: str) -> tuple[str, dict[str, Any]] | None:
+    """(session id, payload) of ``token`` if this process made it and nothing has read it since."""
+    with _issued_lock:
+        entry = _issued.pop(token, None)
+    if entry is None:
+        return None
+    mode, session_id, payload = entry
+    if mode != _signing_mode():
+        return None  # the key or signing mode changed since: check it as any other token
+    return session_id, payload
 
 
 @dataclass(frozen=True)
@@ -145,6 +183,22 @@ def read_token(token: str, *, allow_expired: bool = False) -> TokenInfo:
     """
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("Token is missing or too long")
+    issued = _take_issued(token)
+    session_id, payload = issued if issued is not None else _checked_contents(token)
+    expiry = payload.get("session_expiry")
+    if not isinstance(expiry, int | float):
+        raise InvalidToken("Token has no session expiry")
+    now = time.time()
+    if now >= expiry:
+        if not allow_expired:
+            raise InvalidToken(EXPIRED_MESSAGE)
+        # max(): a token read at the very second it expires still counts as expired.
+        return TokenInfo(session_id=session_id, payload=payload, expired_for=max(now - expiry, 1e-6))
+    return TokenInfo(session_id=session_id, payload=payload)
+
+
+def _checked_contents(token: str) -> tuple[str, dict[str, Any]]:
+    """The session id and payload of a token from outside, after its signature and size checks."""
     signed = bokeh_settings.sign_sessions
     try:
         session_id = get_session_id(token)
@@ -164,16 +218,7 @@ def read_token(token: str, *, allow_expired: bool = False) -> TokenInfo:
         payload = get_token_payload(token)
     except Exception as exc:
         raise InvalidToken("Token payload cannot be decoded") from exc
-    expiry = payload.get("session_expiry")
-    if not isinstance(expiry, int | float):
-        raise InvalidToken("Token has no session expiry")
-    now = time.time()
-    if now >= expiry:
-        if not allow_expired:
-            raise InvalidToken(EXPIRED_MESSAGE)
-        # max(): a token read at the very second it expires still counts as expired.
-        return TokenInfo(session_id=session_id, payload=payload, expired_for=max(now - expiry, 1e-6))
-    return TokenInfo(session_id=session_id, payload=payload)
+    return session_id, payload
 
 
 def _check_payload_size(token: str) -> None:

@@ -107,3 +107,57 @@ class TestTokens:
 def _replace_payload(token: str, payload: dict) -> str:
     first = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
     return first + "." + token.split(".", 1)[1]
+
+
+class TestIssuedTokens:
+    """A page token this process made is read back once without decoding it again."""
+
+    @pytest.fixture(autouse=True)
+    def _forget_issued(self):
+        signing._issued.clear()
+        yield
+        signing._issued.clear()
+
+    @pytest.fixture
+    def checks(self, monkeypatch) -> list[str]:
+        """Names of the full checks run: a read that takes them records one."""
+        seen: list[str] = []
+        real = signing._checked_contents
+
+        def recording(token):
+            seen.append("checked")
+            return real(token)
+
+        monkeypatch.setattr(signing, "_checked_contents", recording)
+        return seen
+
+    def test_the_first_read_of_an_issued_token_skips_the_checks_and_gives_the_same_contents(self, signed, checks) -> None:
+        session_id = signing.generate_session_id()
+        token, payload = signing.generate_token_with_payload(session_id, extra_payload={"arguments": {"a": ["1"]}})
+        first = signing.read_token(token)
+        assert checks == []
+        assert (first.session_id, first.payload) == (session_id, payload)
+        second = signing.read_token(token)  # a reconnect: checked as any token
+        assert checks == ["checked"]
+        assert (second.session_id, second.payload) == (first.session_id, first.payload)
+
+    def test_an_issued_token_past_its_expiry_is_still_expired(self, signed, checks) -> None:
+        token, _ = signing.generate_token_with_payload(signing.generate_session_id(), expiration=-10)
+        with pytest.raises(InvalidToken, match="expired"):
+            signing.read_token(token)
+        assert checks == []
+
+    def test_an_issued_token_is_checked_again_once_the_key_has_changed(self, signed, checks, settings) -> None:
+        token, _ = signing.generate_token_with_payload(signing.generate_session_id())
+        settings.BOKEHSERVE = {"SIGN_SESSIONS": True, "SECRET_KEY": "another key, another site"}
+        with pytest.raises(InvalidToken, match="signature"):
+            signing.read_token(token)
+        assert checks == ["checked"]
+
+    def test_only_the_newest_issued_tokens_are_remembered(self, signed, checks) -> None:
+        tokens = [signing.generate_token_with_payload(signing.generate_session_id())[0] for _ in range(signing.ISSUED_TOKENS_KEPT + 1)]
+        assert len(signing._issued) == signing.ISSUED_TOKENS_KEPT
+        signing.read_token(tokens[0])  # forgotten: a page that never connected
+        assert checks == ["checked"]
+        signing.read_token(tokens[-1])
+        assert checks == ["checked"]
