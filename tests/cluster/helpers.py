@@ -516,6 +516,10 @@ async def close_all(peers: list[Peer]) -> None:
 # ---------------------------------------------------------------------------
 
 
+#: Seconds a test waits for every worker of a --num-procs server to load its apps.
+WORKERS_LOAD_TIMEOUT = 30
+
+
 class HookLog:
     """The file tests/apps/hooks appends "<event> <pid> <session id>" lines to."""
 
@@ -537,6 +541,17 @@ class HookLog:
 
     def creator_pids(self, session_ids: set[str]) -> Counter[int]:
         return Counter(pid for pid, sid in self.lines("on_session_created") if sid in session_ids)
+
+    async def wait_for_loaded_workers(self, count: int, server: LiveServer) -> None:
+        """Until ``count`` processes have run on_server_loaded (at most WORKERS_LOAD_TIMEOUT s):
+        with ``--num-procs`` the port answers as soon as one worker runs, while the others may
+        still be importing."""
+        deadline = time.monotonic() + WORKERS_LOAD_TIMEOUT
+        while len({pid for pid, _ in self.lines("on_server_loaded")}) < count:
+            assert time.monotonic() < deadline, (
+                f"{count} workers did not load within {WORKERS_LOAD_TIMEOUT} s\n{describe(server)}"
+            )
+            await asyncio.sleep(0.1)
 
 
 def relayed(server: LiveServer, session_id: str, app: str) -> bool:

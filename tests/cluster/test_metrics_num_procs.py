@@ -22,6 +22,7 @@ pytestmark = pytest.mark.redis
 REAPING = ("--unused-session-lifetime", "300", "--check-unused-sessions", "200")
 DEADLINE = 20  # seconds any wait below may take at most
 MAX_OPENS = 24  # sessions opened at most to get some onto each worker
+OPENS_AT_ONCE = 4
 
 
 def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -60,15 +61,22 @@ async def test_either_worker_answers_for_both(redis, tmp_path: Path) -> None:
     env = {"REDIS_URL": redis.url, "BOKEHSERVE_TEST_HOOK_LOG": str(hook_log.path), "TMPDIR": str(temp)}
     server = LiveServer("--num-procs", "2", *REAPING, settings=SETTINGS, env=env)
     peers, session_ids = [], []
+
+    async def open_one() -> None:
+        token, session_id = await load_page(server.url, "hooks")
+        peer = await connect(server.url, token, app="hooks")
+        peers.append(peer)
+        await peer.pull()
+        session_ids.append(session_id)
+
     try:
-        # Page and WebSocket are separate connections; the kernel hands each to either worker.
-        while len(hook_log.creator_pids(set(session_ids))) < 2 or len(session_ids) < 4:
+        await hook_log.wait_for_loaded_workers(2, server)
+        # Page and WebSocket are separate connections; the kernel hands each to either worker,
+        # and may give a run of sequential ones to the same worker: sessions are opened a
+        # batch at a time, which keeps one worker busy while the next connection arrives.
+        while len(hook_log.creator_pids(set(session_ids))) < 2:
             assert len(session_ids) < MAX_OPENS, f"all sessions landed on one worker\n{describe(server)}"
-            token, session_id = await load_page(server.url, "hooks")
-            peer = await connect(server.url, token, app="hooks")
-            await peer.pull()
-            peers.append(peer)
-            session_ids.append(session_id)
+            await asyncio.gather(*(open_one() for _ in range(OPENS_AT_ONCE)))
         total = len(session_ids)
         relayed_count = sum(relayed(server, sid, "hooks") for sid in session_ids)
 

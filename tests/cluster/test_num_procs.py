@@ -37,13 +37,7 @@ async def test_two_workers_on_one_port_share_sessions(redis, cluster_dir, tmp_pa
     env = {"REDIS_URL": redis.url, "BOKEHSERVE_TEST_HOOK_LOG": str(hook_log.path)}
     server = LiveServer("--num-procs", "2", settings=SETTINGS, env=env)
     try:
-        # The port answers as soon as one worker runs; the other may still be importing (a
-        # slow machine), and would then get none of the connections below.
-        for _ in range(300):
-            if len(loaded := {pid for pid, _ in hook_log.lines("on_server_loaded")}) == 2:
-                break
-            await asyncio.sleep(0.1)
-        assert len(loaded) == 2, server.log[-3000:]
+        await hook_log.wait_for_loaded_workers(2, server)
         # Both workers wait on one listening socket, and the kernel may hand a run of
         # sequential connections to the same one. Opening a batch at once keeps one worker
         # busy while the next connection arrives; batches go on, bounded, until both have
