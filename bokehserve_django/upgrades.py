@@ -123,20 +123,23 @@ class _FirstRequest(Protocol):
         self.buffered += data
         buffered = self.buffered
         if not buffered.startswith(b"GET /"[: len(buffered)]):
-            self._hand_to(self.factory.http_factory.buildProtocol(self.addr))
+            self._to_http_channel()
             return
         end = buffered.find(_END_OF_HEADERS, 0, MAX_HEADER_BYTES + len(_END_OF_HEADERS))
         if end < 0:
             if len(buffered) > MAX_HEADER_BYTES:
-                self._hand_to(self.factory.http_factory.buildProtocol(self.addr))
+                self._to_http_channel()
             return  # the headers are still coming
         query_string = plain_websocket_upgrade(buffered[:end])
         if query_string is None:
-            self._hand_to(self.factory.http_factory.buildProtocol(self.addr))
+            self._to_http_channel()
             return
         websocket = self.factory.server.ws_factory.buildProtocol(self.addr)
         websocket._raw_query_string = query_string  # daphne's HTTP request sets it
         self._hand_to(websocket)
+
+    def _to_http_channel(self) -> None:
+        self._hand_to(self.factory.http_factory.buildProtocol(self.addr))
 
     def _hand_to(self, protocol: Protocol) -> None:
         self._cancel_idle_timer()

@@ -84,7 +84,9 @@ class Recorder(Protocol):
         self.received.append(data)
 
 
-class HTTPFactory:
+class RecordingFactory:
+    """Builds Recorders: daphne's HTTP factory, or its WebSocket factory."""
+
     def __init__(self) -> None:
         self.built: list[Recorder] = []
         self.timeOut = 60
@@ -98,7 +100,7 @@ class Server:
     """daphne's Server as far as the factory reads it: its WebSocket factory."""
 
     def __init__(self) -> None:
-        self.ws_factory = HTTPFactory()
+        self.ws_factory = RecordingFactory()
 
 
 @pytest.fixture
@@ -110,7 +112,7 @@ def clock(monkeypatch) -> Clock:
 
 @pytest.fixture
 def factory(clock) -> UpgradeSniffingFactory:
-    return UpgradeSniffingFactory(HTTPFactory(), Server())
+    return UpgradeSniffingFactory(RecordingFactory(), Server())
 
 
 def connect(factory: UpgradeSniffingFactory, transport: Any = None) -> tuple[Protocol, StringTransport]:
