@@ -33,22 +33,29 @@ def live(tmp_path_factory) -> Iterator[LiveServer]:
 
 
 def test_a_reading_saved_in_a_django_view_reaches_an_open_live_plot(browser, live) -> None:
-    viewer = browser.new_context().new_page()
-    watch = PageWatcher(viewer, server_log=lambda: live.log)
-    watch.open(live.url + "/live")
-    assert viewer.evaluate(f"{model_js('count')}.text") == "readings: 2"  # from the ORM, in app code
+    viewer_context, editor_context = browser.new_context(), browser.new_context()
+    try:
+        viewer = viewer_context.new_page()
+        watch = PageWatcher(viewer, server_log=lambda: live.log)
+        watch.open(live.url + "/live")
+        assert viewer.evaluate(f"{model_js('count')}.text") == "readings: 2"  # from the ORM, in app code
 
-    # Another browser saves a reading through the CSRF-protected form.
-    editor = browser.new_context().new_page()
-    editor.goto(live.url + "/django/readings/")
-    editor.fill("#value", "7.25")
-    editor.click("#add")
-    editor.wait_for_selector("#added")
+        # Another browser saves a reading through the CSRF-protected form.
+        editor = editor_context.new_page()
+        editor.goto(live.url + "/django/readings/")
+        editor.fill("#value", "7.25")
+        editor.click("#add")
+        editor.wait_for_selector("#added")
 
-    viewer.wait_for_function(f"() => {model_js('count')}.text === 'readings: 3'", timeout=10_000)
-    values = viewer.evaluate(f"Array.from({model_js('readings')}.data['value'])")
-    assert values[-1] == 7.25
-    watch.assert_clean()
+        viewer.wait_for_function(f"() => {model_js('count')}.text === 'readings: 3'", timeout=10_000)
+        values = viewer.evaluate(f"Array.from({model_js('readings')}.data['value'])")
+        assert values[-1] == 7.25
+        watch.assert_clean()
+    finally:
+        # A page left open keeps its session live, and the server's stop would wait out its
+        # whole drain for it.
+        viewer_context.close()
+        editor_context.close()
 
 
 def test_the_form_refuses_a_post_without_csrf_token(live) -> None:

@@ -68,7 +68,9 @@ def round_trip(watch: PageWatcher, text: str) -> None:
     watch.wait_prop("upper", "text", text.upper())
 
 
-def test_page_reloads_itself_after_its_session_died(page: Page, servers: list[LiveServer]) -> None:
+# ``servers`` before ``page``: pytest tears fixtures down in the reverse order, so the page is
+# closed before its server stops, which would otherwise wait out its drain for the open session.
+def test_page_reloads_itself_after_its_session_died(servers: list[LiveServer], page: Page) -> None:
     first = LiveServer(settings=SETTINGS)
     servers.append(first)
     current = [first]
