@@ -5,14 +5,15 @@ per cent in the handshake is lost between ``bench/run.py``'s alternating runs. H
 servers run at the same time and each block of connections goes to them in turn, one by one,
 so whatever slows the machine slows them all alike; the ratio is taken per block.
 
-    .venv/bin/python bench/paired.py [--fresh] [--count N] [--blocks B] TARGET [TARGET ...]
+    .venv/bin/python bench/paired.py [--fresh [--pause MS]] [--count N] [--blocks B] TARGET [TARGET ...]
 
 A TARGET is ``bokeh`` (bokeh serve) or the path of a checkout of this project (its runbokeh,
 with its own code, on the demo site's settings). Each connection opens the widget app's
 WebSocket and waits for the ACK. Without ``--fresh`` every connection reconnects with one
 token (the handshake alone); with it, each one follows its own page GET (the handshake of a
-new session, as a browser's first). Prints, per target, the median ACK latency and server CPU
-per connection, and the median over blocks of their ratio to the first target. Asserts nothing.
+new session, as a browser's first), after ``--pause`` milliseconds if given. Prints, per
+target, the median ACK latency and server CPU per connection, and the median over blocks of
+their ratio to the first target. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ RUNBOKEH_ENV = {"DJANGO_SETTINGS_MODULE": "bench.django_settings", "DJANGO_DEBUG
 APP = "widget"
 
 
-async def handshake(server: Server, token: str | None) -> tuple[float, str]:
-    """Seconds from the WebSocket connect until the ACK, and the token used."""
+async def handshake(server: Server, token: str | None, pause: float = 0.0) -> tuple[float, str]:
+    """Seconds from the WebSocket connect until the ACK, and the token used (a new page's if
+    ``token`` is None, with ``pause`` seconds between the page and the connect)."""
     if token is None:
         token = token_from_page((await http_get(HOST, server.port, f"/{APP}")).body)
+        if pause:
+            await asyncio.sleep(pause)
     start = time.perf_counter()
     websocket = await connect(
         f"ws://{HOST}:{server.port}/{APP}/ws", subprotocols=["bokeh", token],
@@ -50,7 +54,9 @@ async def handshake(server: Server, token: str | None) -> tuple[float, str]:
     return elapsed, token
 
 
-async def measure(targets: list[Server], count: int, blocks: int, fresh: bool) -> list[list[tuple[float, float]]]:
+async def measure(
+    targets: list[Server], count: int, blocks: int, fresh: bool, pause: float = 0.0
+) -> list[list[tuple[float, float]]]:
     tokens = {}
     for i, server in enumerate(targets):
         for _ in range(20):  # warm-up
@@ -61,7 +67,7 @@ async def measure(targets: list[Server], count: int, blocks: int, fresh: bool) -
         cpu_before = [server.cpu() for server in targets]
         for _ in range(count):
             for i, server in enumerate(targets):
-                elapsed, _ = await handshake(server, None if fresh else tokens[i])
+                elapsed, _ = await handshake(server, None if fresh else tokens[i], pause)
                 times[i].append(elapsed)
         for i, server in enumerate(targets):
             figures[i].append((1000 * statistics.median(times[i]), 1000 * (server.cpu() - cpu_before[i]) / count))
@@ -73,6 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="+", help="'bokeh' or the path of a checkout")
     parser.add_argument("--fresh", action="store_true", help="a page GET (a new session) before each connection")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="with --fresh: milliseconds between the page and the WebSocket (default 0)")
     parser.add_argument("--count", type=int, default=25, help="connections per target and block (default 25)")
     parser.add_argument("--blocks", type=int, default=6, help="blocks (default 6)")
     args = parser.parse_args()
@@ -87,7 +95,7 @@ def main() -> None:
                             env=RUNBOKEH_ENV if kind == "runbokeh" else {})
             server.start()
             targets.append(server)
-        figures = asyncio.run(measure(targets, args.count, args.blocks, args.fresh))
+        figures = asyncio.run(measure(targets, args.count, args.blocks, args.fresh, args.pause / 1000))
     finally:
         for server in targets:
             server.stop()
