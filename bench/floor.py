@@ -5,7 +5,7 @@ serve's. This asks how much of that any server on this project's stack must pay.
 interpreters, it imports what serving Bokeh sessions needs (bokeh's documents, models,
 protocol, embedding and application handlers) plus the stack DESIGN.md prescribes (Django, set
 up with nothing but daphne and Channels installed, daphne's server with Twisted's asyncio
-reactor, Channels' routing), and reads the interpreter's RSS and wall time at the end. No
+reactor, Channels' routing), and reads its RSS and the time once they are imported. No
 settings, site, middleware or project code are loaded, and nothing listens: the floor is below
 what any real server on this stack would reach.
 
@@ -14,7 +14,7 @@ the port accepts, RSS after 3 sessions opened and closed): bokeh serve and runbo
 
     .venv/bin/python bench/floor.py [--repeat N]
 
-Prints medians over N runs (default 5), the kinds alternating within each run, and each
+Prints medians over N runs (default 5), the rows' order reversed every other run, and each
 figure's ratio to bokeh serve's. Asserts nothing.
 """
 
@@ -44,7 +44,7 @@ import bokeh.document, bokeh.models, bokeh.protocol, bokeh.embed, bokeh.applicat
 STACK_IMPORTS = """
 import django
 from django.conf import settings
-settings.configure(INSTALLED_APPS=["daphne", "channels"], ASGI_APPLICATION="x.y")
+settings.configure(INSTALLED_APPS=["daphne", "channels"])
 django.setup()
 import daphne.server, channels.routing, django.http, django.urls
 """
