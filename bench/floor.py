@@ -31,10 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from client import Session
-from servers import HOST, REPO, Server
+from servers import HOST, REPO, RUNBOKEH_ENV, Server
 
 APP = Path(__file__).resolve().parent / "apps" / "widget.py"
-RUNBOKEH_ENV = {"DJANGO_SETTINGS_MODULE": "bench.django_settings", "DJANGO_DEBUG": "0"}
 
 #: What serving Bokeh sessions needs from bokeh, whatever the server around it.
 BOKEH_IMPORTS = """

@@ -29,10 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers
 from client import http_get, token_from_page
-from servers import HOST, Server
+from servers import HOST, RUNBOKEH_ENV, Server
 from websockets.asyncio.client import connect
 
-RUNBOKEH_ENV = {"DJANGO_SETTINGS_MODULE": "bench.django_settings", "DJANGO_DEBUG": "0", "PYTHONUNBUFFERED": "1"}
 APP = "widget"
 
 

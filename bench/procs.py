@@ -50,7 +50,16 @@ from cluster_scenarios import (  # noqa: E402
 )
 from nginx import Nginx  # noqa: E402
 from run import fmt, summarise  # noqa: E402
-from servers import HOST, LABELS, VENV_BIN, Server, cpu_seconds, process_tree, versions  # noqa: E402
+from servers import (  # noqa: E402
+    HOST,
+    LABELS,
+    RUNBOKEH_ENV,
+    VENV_BIN,
+    Server,
+    cpu_seconds,
+    process_tree,
+    versions,
+)
 
 APP = HERE / "apps" / "procs_widget.py"
 RESULTS = HERE / "results"
@@ -58,7 +67,6 @@ RESULTS = HERE / "results"
 APP_MODELS = frozenset({"input", "echo", "curve"})
 APP_RUN_RE = re.compile(r"bench-app-run pid=(\d+) session=([A-Za-z0-9_.-]+)")
 BOKEH_STARTED_RE = re.compile(r"Starting Bokeh server with process id: (\d+)")
-RUNBOKEH_ENV = {"DJANGO_SETTINGS_MODULE": "bench.django_settings", "DJANGO_DEBUG": "0", "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass(frozen=True)

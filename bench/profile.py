@@ -28,9 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from scenarios import GROUPS, LONG_GROUPS, Params  # noqa: E402
-from servers import VENV_BIN, Server  # noqa: E402
-
-RUNBOKEH_ENV = {"DJANGO_SETTINGS_MODULE": "bench.django_settings", "DJANGO_DEBUG": "0", "PYTHONUNBUFFERED": "1"}
+from servers import RUNBOKEH_ENV, VENV_BIN, Server  # noqa: E402
 
 
 def frame_key(frame: str) -> str:

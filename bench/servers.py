@@ -21,6 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 HOST = "127.0.0.1"
+#: The environment runbokeh runs in for the bench tools other than run.py (which has flags for it):
+#: the demo site minus its apps, production mode.
+RUNBOKEH_ENV = {"DJANGO_SETTINGS_MODULE": "bench.django_settings", "DJANGO_DEBUG": "0", "PYTHONUNBUFFERED": "1"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 KINDS = ("bokeh", "runbokeh")
